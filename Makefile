@@ -1,0 +1,54 @@
+# Tidepool's make targets. `make` alone lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+MODULE    := $(shell sed -n 's/^module //p' go.mod)
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+BIN       := $(CURDIR)/bin
+# Where scripts/install-tools.sh caches agents and tools (outside the repo).
+TOOLS_BIN := $(shell scripts/install-tools.sh --print-bin)
+GOTESTSUM := $(TOOLS_BIN)/gotestsum
+GOLANGCI  := $(TOOLS_BIN)/golangci-lint
+# Test flags; e.g. `make test TESTFLAGS='-run TestGroupCountZero'`.
+TESTFLAGS ?=
+TEST_TIMEOUT ?= 45m
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: tools
+tools: ## Build the pinned Consul and Nomad agents and install golangci-lint and gotestsum (cached)
+	@scripts/install-tools.sh all >/dev/null
+
+.PHONY: agents
+agents:
+	@scripts/install-tools.sh agents gotestsum >/dev/null
+
+.PHONY: build
+build: ## Build tidepool, tidepool-echo and tidepool-dev into bin/
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+.PHONY: test
+test: agents ## Run every test (unit, integration and e2e against real agents) with -race
+	$(GOTESTSUM) --format testname -- -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
+
+.PHONY: lint
+lint: ## Run golangci-lint
+	@scripts/install-tools.sh golangci-lint >/dev/null
+	$(GOLANGCI) run ./...
+
+.PHONY: check
+check: lint ## lint, go.mod tidiness and import boundaries
+	@scripts/check.sh
+
+.PHONY: dev
+dev: agents build ## Run the whole stack locally (Consul, Nomad, the echo job); Ctrl-C stops it
+	@$(BIN)/tidepool-dev -echo-bin $(BIN)/tidepool-echo -jobspec jobspecs/examples/echo.nomad.hcl
+
+.PHONY: bench
+bench: ## Run the Go benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./...

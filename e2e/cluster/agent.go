@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ownerFile names the file in a cluster directory that holds the pid of the
+// process that started the cluster.
+const ownerFile = "owner.pid"
+
+// agent is one running agent process.
+type agent struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+	waitErr error
+}
+
+// startAgent runs bin with args in dir, output to dir/<name>.log. The agent
+// gets SIGTERM if this process dies, and its own process group so a Ctrl-C
+// at the terminal reaches it only through that path (a second signal would
+// make Nomad skip its clean shutdown).
+func startAgent(dir, name, bin string, args ...string) (*agent, error) {
+	logPath := filepath.Join(dir, name+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open %s log: %w", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.Env = agentEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
+	}
+	a := &agent{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	go func() {
+		a.waitErr = cmd.Wait()
+		_ = logFile.Close()
+		close(a.exited)
+	}()
+	return a, nil
+}
+
+// agentEnv is this process's environment without the variables that would
+// point an agent at another cluster or another cloud.
+func agentEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "CONSUL_") || strings.HasPrefix(k, "NOMAD_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// kill ends the agent's whole process group at once and waits for it.
+func (a *agent) kill() {
+	select {
+	case <-a.exited:
+		return
+	default:
+	}
+	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+	select {
+	case <-a.exited:
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// killReferencing SIGKILLs every process whose working directory or command
+// line lies in dir: tasks and executors Nomad left behind. It repeats until
+// none is found (or a bound is reached), as killing an executor can briefly
+// leave its task visible.
+func killReferencing(dir string) {
+	for range 20 {
+		pids := referencing(dir)
+		if len(pids) == 0 {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// referencing lists processes other than this one that use dir.
+func referencing(dir string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		proc := filepath.Join("/proc", e.Name())
+		if cwd, err := os.Readlink(filepath.Join(proc, "cwd")); err == nil && within(cwd, dir) {
+			pids = append(pids, pid)
+			continue
+		}
+		if cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline")); err == nil && strings.Contains(string(cmdline), dir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, dir+string(filepath.Separator))
+}
+
+// reapOrphans removes cluster directories under root whose owner process is
+// gone, killing whatever still runs from them.
+func reapOrphans(root string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(root, e.Name())
+		raw, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // being created, or not ours
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil || processAlive(pid) {
+			continue
+		}
+		killReferencing(dir)
+		_ = os.RemoveAll(dir)
+	}
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || err == syscall.EPERM
+}

@@ -1,0 +1,244 @@
+// Package cluster runs real Consul and Nomad dev agents for tests and for
+// `make dev`. Every cluster gets its own loopback ports, data directory and
+// block of Nomad dynamic ports, so several test packages can run clusters at
+// the same time.
+//
+// Agents are started with a parent-death signal and in their own process
+// group: when the process that started them dies, however it dies, the agents
+// get SIGTERM and Nomad's dev mode destroys its allocations on the way out.
+// Stop kills what is left, and Start reaps clusters whose owner is gone.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	nomadapi "github.com/hashicorp/nomad/api"
+)
+
+// Config says how to start a cluster. The zero value is a test cluster on
+// free ports.
+type Config struct {
+	// Name labels the cluster's directory and nodes; defaults to "tidepool".
+	Name string
+	// ConsulHTTPPort and NomadHTTPPort fix the agents' HTTP ports (make dev
+	// uses the standard 8500 and 4646); 0 picks free ones.
+	ConsulHTTPPort int
+	NomadHTTPPort  int
+	// Root is where cluster directories live; defaults to
+	// $TMPDIR/tidepool-clusters.
+	Root string
+	// StartTimeout bounds the wait for both agents to become ready; defaults
+	// to 90s.
+	StartTimeout time.Duration
+	// Binaries locates the agents; the zero value uses LocateBinaries.
+	Binaries Binaries
+}
+
+// Cluster is a running pair of Consul and Nomad dev agents.
+type Cluster struct {
+	// Dir holds the agents' configs, data and logs.
+	Dir string
+	// ConsulAddr is Consul's HTTP address as host:port (CONSUL_HTTP_ADDR).
+	ConsulAddr string
+	// NomadAddr is Nomad's HTTP address as a URL (NOMAD_ADDR).
+	NomadAddr string
+	// MinDynamicPort and MaxDynamicPort bound the ports Nomad hands to tasks.
+	MinDynamicPort, MaxDynamicPort int
+
+	Consul *consulapi.Client
+	Nomad  *nomadapi.Client
+
+	consul, nomad *agent
+	ports         *portBlock
+}
+
+// Start launches Consul, then Nomad wired to it, and waits until Consul has a
+// leader and the Nomad node is ready with raw_exec healthy. On error nothing
+// is left running.
+func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
+	if cfg.Name == "" {
+		cfg.Name = "tidepool"
+	}
+	if cfg.Root == "" {
+		cfg.Root = filepath.Join(os.TempDir(), "tidepool-clusters")
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 90 * time.Second
+	}
+	bins := cfg.Binaries
+	if bins == (Binaries{}) {
+		if bins, err = LocateBinaries(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(cfg.Root, 0o755); err != nil {
+		return nil, fmt.Errorf("create cluster root: %w", err)
+	}
+	reapOrphans(cfg.Root)
+
+	dir, err := os.MkdirTemp(cfg.Root, cfg.Name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("create cluster dir: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, fmt.Errorf("write owner file: %w", err)
+	}
+	c = &Cluster{Dir: dir}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+
+	if c.ports, err = lockPortBlock(cfg.Root); err != nil {
+		return nil, err
+	}
+	c.MinDynamicPort, c.MaxDynamicPort = c.ports.min, c.ports.max
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+
+	cp, err := consulPorts(cfg.ConsulHTTPPort)
+	if err != nil {
+		return nil, err
+	}
+	c.ConsulAddr = fmt.Sprintf("127.0.0.1:%d", cp.HTTP)
+	if c.consul, err = startConsul(dir, cfg.Name, bins.Consul, cp); err != nil {
+		return nil, err
+	}
+	ccfg := consulapi.DefaultNonPooledConfig()
+	ccfg.Address = c.ConsulAddr
+	ccfg.Scheme = "http"
+	ccfg.Token = ""
+	if c.Consul, err = consulapi.NewClient(ccfg); err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	if err := waitFor(ctx, c.consul, "consul leader", c.consulReady); err != nil {
+		return nil, err
+	}
+
+	np, err := nomadPorts(cfg.NomadHTTPPort)
+	if err != nil {
+		return nil, err
+	}
+	c.NomadAddr = fmt.Sprintf("http://127.0.0.1:%d", np.HTTP)
+	if c.nomad, err = startNomad(dir, cfg.Name, bins.Nomad, np, c.ConsulAddr, c.ports); err != nil {
+		return nil, err
+	}
+	ncfg := nomadapi.DefaultConfig()
+	ncfg.Address = c.NomadAddr
+	ncfg.SecretID = ""
+	ncfg.Namespace = ""
+	ncfg.Region = ""
+	ncfg.HttpClient = &http.Client{Timeout: 70 * time.Second}
+	if c.Nomad, err = nomadapi.NewClient(ncfg); err != nil {
+		return nil, fmt.Errorf("nomad client: %w", err)
+	}
+	if err := waitFor(ctx, c.nomad, "nomad node ready with raw_exec", c.nomadReady); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Env returns the standard variables that point Consul and Nomad clients,
+// including the tidepool binary, at this cluster.
+func (c *Cluster) Env() []string {
+	return []string{
+		"CONSUL_HTTP_ADDR=" + c.ConsulAddr,
+		"CONSUL_HTTP_TOKEN=",
+		"NOMAD_ADDR=" + c.NomadAddr,
+		"NOMAD_TOKEN=",
+		"NOMAD_NAMESPACE=",
+		"NOMAD_REGION=",
+	}
+}
+
+// LogFiles returns the agents' log files, Consul's first.
+func (c *Cluster) LogFiles() []string {
+	return []string{filepath.Join(c.Dir, "consul.log"), filepath.Join(c.Dir, "nomad.log")}
+}
+
+// Stop kills both agents and everything Nomad started, then removes the
+// cluster directory. It is safe to call more than once.
+func (c *Cluster) Stop() {
+	c.stop(true)
+}
+
+// StopKeepDir is Stop without removing the directory, for reading the logs.
+func (c *Cluster) StopKeepDir() {
+	c.stop(false)
+}
+
+func (c *Cluster) stop(removeDir bool) {
+	// Nomad first, so it cannot restart tasks the sweep below kills.
+	for _, a := range []*agent{c.nomad, c.consul} {
+		if a != nil {
+			a.kill()
+		}
+	}
+	if c.Dir != "" {
+		killReferencing(c.Dir)
+	}
+	if c.ports != nil {
+		c.ports.release()
+		c.ports = nil
+	}
+	if removeDir && c.Dir != "" {
+		_ = os.RemoveAll(c.Dir)
+	}
+}
+
+func (c *Cluster) consulReady(ctx context.Context) error {
+	leader, err := c.Consul.Status().Leader()
+	if err != nil {
+		return err
+	}
+	if leader == "" {
+		return errors.New("no leader yet")
+	}
+	return nil
+}
+
+func (c *Cluster) nomadReady(ctx context.Context) error {
+	nodes, _, err := c.Nomad.Nodes().List((&nomadapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if n.Status != nomadapi.NodeStatusReady {
+			continue
+		}
+		if d := n.Drivers["raw_exec"]; d != nil && d.Detected && d.Healthy {
+			return nil
+		}
+		return fmt.Errorf("node %s is ready but raw_exec is not healthy", n.Name)
+	}
+	return errors.New("no ready node yet")
+}
+
+// waitFor polls ready until it succeeds, the agent exits or ctx is done.
+func waitFor(ctx context.Context, a *agent, what string, ready func(context.Context) error) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		if last = ready(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-a.exited:
+			return fmt.Errorf("waiting for %s: %s exited (%v); see %s", what, a.name, a.waitErr, a.logPath)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w (last: %v); see %s", what, ctx.Err(), last, a.logPath)
+		case <-tick.C:
+		}
+	}
+}

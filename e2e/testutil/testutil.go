@@ -1,0 +1,63 @@
+// Package testutil holds the helpers every e2e package needs: building the
+// repo's binaries and waiting for a condition against real agents.
+package testutil
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BuildBinary compiles the main package at pkg (e.g.
+// "./cmd/tidepool-echo", relative to the module root) into a temporary
+// directory and returns the binary's path. The Go build cache makes repeat
+// builds cheap.
+func BuildBinary(t testing.TB, pkg string) string {
+	t.Helper()
+	root := ModuleRoot(t)
+	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// ModuleRoot is the directory holding go.mod.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	b, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(b))
+	if gomod == "" || gomod == "/dev/null" {
+		t.Fatalf("not inside the module")
+	}
+	return filepath.Dir(gomod)
+}
+
+// Eventually calls cond every interval until it returns nil, failing the test
+// with cond's last error when timeout passes.
+func Eventually(t testing.TB, timeout, interval time.Duration, what string, cond func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var last error
+	for {
+		if last = cond(ctx); last == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not within %s: %v", what, timeout, last)
+		case <-tick.C:
+		}
+	}
+}
