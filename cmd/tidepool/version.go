@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -45,8 +44,7 @@ Usage: tidepool version
 }
 
 func (c *versionCommand) Run(args []string) int {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	fs.Usage = func() { c.ui.Error(c.Help()) }
+	fs := newFlagSet("version", c.ui, c.Help)
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}

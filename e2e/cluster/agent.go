@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,6 +48,9 @@ func startAgent(dir, name, bin string, args ...string) (*agent, error) {
 	a := &agent{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
 	go func() {
 		a.waitErr = cmd.Wait()
+		if a.waitErr == nil {
+			a.waitErr = errors.New("exit status 0")
+		}
 		_ = logFile.Close()
 		close(a.exited)
 	}()

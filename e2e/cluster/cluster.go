@@ -235,9 +235,9 @@ func waitFor(ctx context.Context, a *agent, what string, ready func(context.Cont
 		}
 		select {
 		case <-a.exited:
-			return fmt.Errorf("waiting for %s: %s exited (%v); see %s", what, a.name, a.waitErr, a.logPath)
+			return fmt.Errorf("waiting for %s: %s exited (%w); see %s", what, a.name, a.waitErr, a.logPath)
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last: %v); see %s", what, ctx.Err(), last, a.logPath)
+			return fmt.Errorf("waiting for %s: %w (last: %w); see %s", what, ctx.Err(), last, a.logPath)
 		case <-tick.C:
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/tidepool-run/tidepool/e2e/cluster"
@@ -161,7 +162,7 @@ func echoJob(id, echoBin string, members ...string) *nomadapi.Job {
 
 // passing maps member → address for the passing instances of the service.
 func passing(ctx context.Context, c *cluster.Cluster) (map[string]string, error) {
-	entries, _, err := c.Consul.Health().Service(service, "", true, nil)
+	entries, _, err := c.Consul.Health().Service(service, "", true, (&consulapi.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, err
 	}
