@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-// ownerFile names the file in a cluster directory that holds the pid of the
-// process that started the cluster.
-const ownerFile = "owner.pid"
-
 // agent is one running agent process.
 type agent struct {
 	name    string
@@ -143,17 +139,24 @@ func reapOrphans(root string) {
 			continue
 		}
 		dir := filepath.Join(root, e.Name())
-		raw, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil {
-			continue // being created, or not ours
-		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-		if err != nil || processAlive(pid) {
+		if !orphaned(dir) {
 			continue
 		}
 		killReferencing(dir)
+		unmountUnder(dir)
 		_ = os.RemoveAll(dir)
 	}
+}
+
+// orphaned reports whether the process that owns a cluster directory,
+// named <name>-<pid>-<random>, is gone.
+func orphaned(dir string) bool {
+	parts := strings.Split(filepath.Base(dir), "-")
+	if len(parts) < 3 {
+		return false
+	}
+	pid, err := strconv.Atoi(parts[len(parts)-2])
+	return err == nil && !processAlive(pid)
 }
 
 func processAlive(pid int) bool {

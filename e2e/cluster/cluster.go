@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -32,8 +31,9 @@ type Config struct {
 	// uses the standard 8500 and 4646); 0 picks free ones.
 	ConsulHTTPPort int
 	NomadHTTPPort  int
-	// Root is where cluster directories live; defaults to
-	// $TMPDIR/tidepool-clusters.
+	// Root is where cluster directories live; defaults to $TMPDIR/tpc.
+	// Keep it short: Nomad puts unix sockets in task directories below it,
+	// and socket paths are limited to 108 bytes.
 	Root string
 	// StartTimeout bounds the wait for both agents to become ready; defaults
 	// to 90s.
@@ -68,7 +68,7 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		cfg.Name = "tidepool"
 	}
 	if cfg.Root == "" {
-		cfg.Root = filepath.Join(os.TempDir(), "tidepool-clusters")
+		cfg.Root = filepath.Join(os.TempDir(), "tpc")
 	}
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 90 * time.Second
@@ -84,12 +84,11 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	}
 	reapOrphans(cfg.Root)
 
-	dir, err := os.MkdirTemp(cfg.Root, cfg.Name+"-")
+	// The owner's pid is part of the name, so the reaper can tell a dead
+	// owner's directory from a live one without reading anything inside.
+	dir, err := os.MkdirTemp(cfg.Root, fmt.Sprintf("%s-%d-", cfg.Name, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		return nil, fmt.Errorf("write owner file: %w", err)
 	}
 	c = &Cluster{Dir: dir}
 	defer func() {
@@ -186,13 +185,14 @@ func (c *Cluster) stop(removeDir bool) {
 	}
 	if c.Dir != "" {
 		killReferencing(c.Dir)
+		unmountUnder(c.Dir)
 	}
 	if c.ports != nil {
 		c.ports.release()
 		c.ports = nil
 	}
 	if removeDir && c.Dir != "" {
-		_ = os.RemoveAll(c.Dir)
+		removeAll(c.Dir)
 	}
 }
 
@@ -240,5 +240,18 @@ func waitFor(ctx context.Context, a *agent, what string, ready func(context.Cont
 			return fmt.Errorf("waiting for %s: %w (last: %w); see %s", what, ctx.Err(), last, a.logPath)
 		case <-tick.C:
 		}
+	}
+}
+
+// removeAll removes dir, retrying briefly: a killed executor may still be
+// closing files in it for a moment.
+func removeAll(dir string) {
+	for range 20 {
+		if err := os.RemoveAll(dir); err == nil {
+			return
+		}
+		killReferencing(dir)
+		unmountUnder(dir)
+		time.Sleep(50 * time.Millisecond)
 	}
 }

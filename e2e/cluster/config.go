@@ -65,7 +65,7 @@ ports {
 // startNomad runs `nomad agent -dev` (server and client, raw_exec enabled)
 // registered with the given Consul, handing tasks ports from the block.
 func startNomad(dir, name, bin string, p nomadPortSet, consulAddr string, ports *portBlock) (*agent, error) {
-	dataDir := filepath.Join(dir, "nomad")
+	dataDir := filepath.Join(dir, "n") // short: socket paths below it are limited
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create nomad data dir: %w", err)
 	}

@@ -173,19 +173,25 @@ func passing(ctx context.Context, c *cluster.Cluster) (map[string]string, error)
 	return out, nil
 }
 
+// runningAlloc waits for the group's running allocation: Nomad's client
+// reports status to the server in batches, so it may trail Consul's checks.
 func runningAlloc(t *testing.T, c *cluster.Cluster, group string) string {
 	t.Helper()
-	allocs, _, err := c.Nomad.Jobs().Allocations("mapping", false, nil)
-	if err != nil {
-		t.Fatalf("list allocations: %v", err)
-	}
-	for _, a := range allocs {
-		if a.TaskGroup == group && a.ClientStatus == nomadapi.AllocClientStatusRunning {
-			return a.ID
+	var id string
+	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, "running allocation for "+group, func(ctx context.Context) error {
+		allocs, _, err := c.Nomad.Jobs().Allocations("mapping", false, (&nomadapi.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
 		}
-	}
-	t.Fatalf("no running allocation for %s", group)
-	return ""
+		for _, a := range allocs {
+			if a.TaskGroup == group && a.ClientStatus == nomadapi.AllocClientStatusRunning {
+				id = a.ID
+				return nil
+			}
+		}
+		return errors.New("none running")
+	})
+	return id
 }
 
 func answeringMember(t *testing.T, addr string) string {

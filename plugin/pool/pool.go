@@ -1,0 +1,81 @@
+package pool
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// State is a pool's lifecycle state as users see it.
+type State string
+
+// Pool states (SPEC.md §3).
+const (
+	StateActive   State = "active"
+	StateStopped  State = "stopped"
+	StateDeleting State = "deleting"
+)
+
+// Pool is the stored record of a pool: the user's spec plus what Tidepool
+// keeps about it.
+type Pool struct {
+	ID    string `json:"pool_id"`
+	Owner string `json:"owner"`
+	Spec  Spec   `json:"spec"`
+	// Generation counts every accepted write of the record (If-Match).
+	Generation int64 `json:"generation"`
+	// TemplateGeneration counts changes to what members run (template,
+	// ports, methods); members record the one they were created from, and
+	// a new one rolls out.
+	TemplateGeneration int64 `json:"template_generation"`
+	// Deleting is set by delete; the pool is gone once its job is.
+	Deleting  bool      `json:"deleting,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+
+	// ModifyIndex is the Consul KV index the record was read at; writes
+	// are check-and-set against it. Not stored.
+	ModifyIndex uint64 `json:"-"`
+}
+
+// State derives the pool's user-facing state.
+func (p *Pool) State() State {
+	switch {
+	case p.Deleting:
+		return StateDeleting
+	case p.Spec.Active:
+		return StateActive
+	default:
+		return StateStopped
+	}
+}
+
+// JobID is the Nomad job that runs the pool's members. Owner and name keep
+// it readable in the Nomad UI; the pool id keeps it unique when a deleted
+// pool's name is reused before its job is gone.
+func (p *Pool) JobID() string {
+	return fmt.Sprintf("%s--%s--%s", p.Owner, p.Spec.Name, p.ID)
+}
+
+// PoolIDFromJobID returns the pool id a Tidepool job id ends with.
+func PoolIDFromJobID(jobID string) (string, bool) {
+	i := strings.LastIndex(jobID, "--")
+	if i < 0 || !strings.HasPrefix(jobID[i+2:], "p-") {
+		return "", false
+	}
+	return jobID[i+2:], true
+}
+
+// MembersChanged reports whether going from old to new changes what members
+// run, so the template generation must advance.
+func MembersChanged(old, new *Spec) bool {
+	if old.Template != new.Template || len(old.Ports) != len(new.Ports) {
+		return true
+	}
+	for i := range old.Ports {
+		if old.Ports[i] != new.Ports[i] {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,407 @@
+// Package reconcile is Tidepool's planner: a pure function from what is
+// stored about a pool and what Nomad and Consul report about its members, at
+// a given instant, to the actions that move the pool toward its target.
+//
+// It performs no I/O and reads no clock; the controller observes, calls Plan,
+// applies the result and requeues the pool after Plan.RequeueAfter. Because
+// member phases and their start times live in the member records, any leader
+// can pick up a plan where another stopped. See README.md in this directory.
+package reconcile
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
+)
+
+// AllocState condenses a member's latest Nomad allocation.
+type AllocState int
+
+// Allocation states, as the planner needs them.
+const (
+	// AllocNone: no allocation yet (just registered, or count 0).
+	AllocNone AllocState = iota
+	// AllocPending: placed, not yet running.
+	AllocPending
+	// AllocRunning: the task runs (healthy or not).
+	AllocRunning
+	// AllocStopped: stopped because Tidepool asked (desired status stop).
+	AllocStopped
+	// AllocDead: failed, lost or exited although it should run, past
+	// Nomad's own restarts.
+	AllocDead
+)
+
+// Observation is what Nomad and Consul report about one member.
+type Observation struct {
+	// InJob: the member's task group is in the pool's (running) Nomad job.
+	InJob bool
+	// Count is the group's count in the job.
+	Count   int
+	Alloc   AllocState
+	AllocID string
+	// Healthy: every Consul check of every service of the member passes.
+	Healthy bool
+	// Address is host:port of the member's first pool port.
+	Address string
+}
+
+// Input is everything one planning pass looks at.
+type Input struct {
+	Pool    *pool.Pool
+	Members []*pool.Member
+	// Observed is keyed by member id; a missing entry means Nomad knows
+	// nothing of the member.
+	Observed map[string]Observation
+	// JobExists: the pool's Nomad job is registered (running or stopped).
+	JobExists bool
+	// Target is how many members should run: desired_count, or the
+	// autoscaler's decision.
+	Target int
+	// InFlight is work in progress per member, as reported by every live
+	// gateway. Nil means unknown: drains then wait for drain.timeout.
+	InFlight map[string]int
+	Now      time.Time
+	// NewID returns a fresh member id; the planner retries on collisions.
+	NewID func() string
+}
+
+// JobAction is what to do with the pool's Nomad job after the member
+// records are written.
+type JobAction int
+
+const (
+	// JobSync registers the job derived from the member records when it
+	// differs from Nomad's (and stops it when no member needs a group).
+	JobSync JobAction = iota
+	// JobPurge deregisters and purges the job: the pool is being deleted.
+	JobPurge
+)
+
+// Actions is what the controller should do, in order: write Create and
+// Update, act on Job, then remove Forget records; DeletePool last.
+type Actions struct {
+	Create []*pool.Member
+	Update []*pool.Member
+	// Forget lists deleting members whose group is gone from Nomad.
+	Forget []*pool.Member
+	Job    JobAction
+	// DeletePool: the pool is deleting, its job and members are gone.
+	DeletePool bool
+	// RequeueAfter is when the next timer (drain timeout, grace period)
+	// fires; 0 means no timer is pending.
+	RequeueAfter time.Duration
+}
+
+// Surge is how many members above target a template rollout may run at
+// once: a quarter of the target, at least one.
+func Surge(target int) int {
+	return max(1, (target+3)/4)
+}
+
+// Plan computes the next actions for one pool. It never mutates its input:
+// changed members are copies.
+func Plan(in Input) Actions {
+	p := planner{in: in, obs: in.Observed}
+	if p.obs == nil {
+		p.obs = map[string]Observation{}
+	}
+	if in.Pool.Deleting {
+		return p.deletePool()
+	}
+	p.forgetDeleted()
+	p.replaceDead()
+	p.advanceDrains()
+	if in.Pool.Spec.Active {
+		p.scaleActive()
+	} else {
+		p.scaleStopped()
+	}
+	p.expireGrace()
+	p.plan.Job = JobSync
+	return p.plan
+}
+
+type planner struct {
+	in   Input
+	obs  map[string]Observation
+	plan Actions
+	// next holds each member's phase after this pass, by id.
+	next map[string]*pool.Member
+}
+
+func (p *planner) members() []*pool.Member {
+	if p.next == nil {
+		p.next = make(map[string]*pool.Member, len(p.in.Members))
+		for _, m := range p.in.Members {
+			p.next[m.ID] = m
+		}
+	}
+	out := make([]*pool.Member, 0, len(p.next))
+	for _, m := range p.in.Members {
+		if n, ok := p.next[m.ID]; ok {
+			out = append(out, n)
+		}
+	}
+	out = append(out, p.plan.Create...)
+	return out
+}
+
+// move records a phase change of m (a copy is stored in the plan).
+func (p *planner) move(m *pool.Member, phase pool.Phase) {
+	_ = p.members() // ensure p.next
+	c := *m
+	c.Phase = phase
+	c.Since = p.in.Now
+	p.next[m.ID] = &c
+	for i, u := range p.plan.Update {
+		if u.ID == m.ID {
+			p.plan.Update[i] = &c
+			return
+		}
+	}
+	for i, u := range p.plan.Create {
+		if u.ID == m.ID {
+			p.plan.Create[i] = &c
+			return
+		}
+	}
+	p.plan.Update = append(p.plan.Update, &c)
+}
+
+func (p *planner) wake(at time.Time) {
+	d := at.Sub(p.in.Now)
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	if p.plan.RequeueAfter == 0 || d < p.plan.RequeueAfter {
+		p.plan.RequeueAfter = d
+	}
+}
+
+// deletePool: every member is deleting, the job is purged, and once Nomad
+// has no job the records go.
+func (p *planner) deletePool() Actions {
+	for _, m := range p.members() {
+		if m.Phase != pool.PhaseDeleting {
+			p.move(m, pool.PhaseDeleting)
+		}
+	}
+	p.plan.Job = JobPurge
+	if p.in.JobExists {
+		return p.plan
+	}
+	for _, m := range p.members() {
+		p.plan.Forget = append(p.plan.Forget, m)
+	}
+	p.plan.Update = nil // nothing to mark: the records go
+	p.plan.DeletePool = true
+	return p.plan
+}
+
+// forgetDeleted drops deleting members whose group Nomad no longer runs.
+func (p *planner) forgetDeleted() {
+	for _, m := range p.members() {
+		if m.Phase == pool.PhaseDeleting && !p.obs[m.ID].InJob {
+			p.plan.Forget = append(p.plan.Forget, m)
+			delete(p.next, m.ID)
+		}
+	}
+}
+
+// replaceDead marks dead members deleting; scaling then creates
+// replacements. In a stopped pool a dead member is just stopped.
+func (p *planner) replaceDead() {
+	for _, m := range p.members() {
+		if m.Phase != pool.PhaseRunning || !p.dead(m) {
+			continue
+		}
+		if p.in.Pool.Spec.Active {
+			p.move(m, pool.PhaseDeleting)
+		} else {
+			p.move(m, pool.PhaseStopped)
+		}
+	}
+}
+
+func (p *planner) dead(m *pool.Member) bool {
+	o := p.obs[m.ID]
+	return o.InJob && o.Count > 0 && o.Alloc == AllocDead
+}
+
+// advanceDrains stops draining members whose work is done: every gateway
+// reports nothing in flight, the member never started, or drain.timeout
+// passed.
+func (p *planner) advanceDrains() {
+	timeout := p.in.Pool.Spec.Drain.Timeout.D()
+	for _, m := range p.members() {
+		if m.Phase != pool.PhaseDraining {
+			continue
+		}
+		deadline := m.Since.Add(timeout)
+		if !p.in.Now.Before(deadline) || p.idle(m) {
+			p.move(m, pool.PhaseStopped)
+			continue
+		}
+		p.wake(deadline)
+	}
+}
+
+// idle reports whether a draining member certainly has no work in flight.
+func (p *planner) idle(m *pool.Member) bool {
+	switch p.obs[m.ID].Alloc {
+	case AllocNone, AllocPending, AllocStopped, AllocDead:
+		return true // no process, so nothing in flight
+	}
+	if p.in.InFlight == nil {
+		return false
+	}
+	return p.in.InFlight[m.ID] == 0
+}
+
+// scaleStopped drains every running member; nothing is created or deleted.
+func (p *planner) scaleStopped() {
+	for _, m := range p.members() {
+		if m.Phase == pool.PhaseRunning {
+			p.move(m, pool.PhaseDraining)
+		}
+	}
+	p.advanceDrains()
+}
+
+// scaleActive brings the current generation to target: undrain, restart,
+// create; or drain the excess. Old generations give way as new members
+// become healthy.
+func (p *planner) scaleActive() {
+	gen := p.in.Pool.TemplateGeneration
+	target := p.in.Target
+	cur := p.filter(func(m *pool.Member) bool { return m.Generation == gen && m.Phase == pool.PhaseRunning })
+	old := p.filter(func(m *pool.Member) bool { return m.Generation != gen && m.Phase == pool.PhaseRunning })
+
+	need := target - len(cur)
+	if need > 0 {
+		// Undrain first (cheapest), then restart stopped members.
+		for _, phase := range []pool.Phase{pool.PhaseDraining, pool.PhaseStopped} {
+			for _, m := range p.byRevivalOrder(gen, phase) {
+				if need == 0 {
+					break
+				}
+				p.move(m, pool.PhaseRunning)
+				need--
+			}
+		}
+		running := target - need + len(old)
+		limit := target + Surge(target)
+		for ; need > 0 && running < limit; need-- {
+			p.create(gen)
+			running++
+		}
+	}
+	if need < 0 {
+		for _, m := range p.byScaleDownOrder(cur)[:-need] {
+			p.move(m, pool.PhaseDraining)
+		}
+	}
+
+	// Old members may keep running only while new ones are not yet
+	// healthy enough to carry the target.
+	healthy := 0
+	for _, m := range cur {
+		if p.next[m.ID].Phase == pool.PhaseRunning && p.obs[m.ID].Healthy {
+			healthy++
+		}
+	}
+	allowed := max(0, target-healthy)
+	if excess := len(old) - allowed; excess > 0 {
+		for _, m := range p.byScaleDownOrder(old)[:excess] {
+			p.move(m, pool.PhaseDraining)
+		}
+	}
+	p.advanceDrains()
+}
+
+// expireGrace deletes stopped members of an active pool once their grace
+// period is over; a stopped pool keeps its members.
+func (p *planner) expireGrace() {
+	if !p.in.Pool.Spec.Active {
+		return
+	}
+	grace := p.in.Pool.Spec.Drain.GracePeriod.D()
+	for _, m := range p.members() {
+		if m.Phase != pool.PhaseStopped {
+			continue
+		}
+		deadline := m.Since.Add(grace)
+		if p.in.Now.Before(deadline) {
+			p.wake(deadline)
+			continue
+		}
+		p.move(m, pool.PhaseDeleting)
+	}
+}
+
+func (p *planner) create(gen int64) {
+	taken := func(id string) bool {
+		if _, ok := p.next[id]; ok {
+			return true
+		}
+		return slices.ContainsFunc(p.plan.Create, func(m *pool.Member) bool { return m.ID == id })
+	}
+	_ = p.members()
+	id := p.in.NewID()
+	for taken(id) {
+		id = p.in.NewID()
+	}
+	p.plan.Create = append(p.plan.Create, &pool.Member{
+		ID:         id,
+		PoolID:     p.in.Pool.ID,
+		Generation: gen,
+		Phase:      pool.PhaseRunning,
+		Since:      p.in.Now,
+		CreatedAt:  p.in.Now,
+	})
+}
+
+func (p *planner) filter(keep func(*pool.Member) bool) []*pool.Member {
+	var out []*pool.Member
+	for _, m := range p.members() {
+		if keep(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// byScaleDownOrder sorts members in the order SPEC.md §4 gives up members:
+// not yet healthy first, then least in flight, then newest.
+func (p *planner) byScaleDownOrder(ms []*pool.Member) []*pool.Member {
+	out := slices.Clone(ms)
+	slices.SortStableFunc(out, func(a, b *pool.Member) int {
+		ha, hb := p.obs[a.ID].Healthy, p.obs[b.ID].Healthy
+		if ha != hb {
+			if !ha {
+				return -1
+			}
+			return 1
+		}
+		if c := cmp.Compare(p.in.InFlight[a.ID], p.in.InFlight[b.ID]); c != 0 {
+			return c
+		}
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// byRevivalOrder lists current-generation members in phase, healthy and
+// oldest first: the reverse of the scale-down order.
+func (p *planner) byRevivalOrder(gen int64, phase pool.Phase) []*pool.Member {
+	ms := p.filter(func(m *pool.Member) bool { return m.Generation == gen && m.Phase == phase })
+	out := p.byScaleDownOrder(ms)
+	slices.Reverse(out)
+	return out
+}
