@@ -5,18 +5,18 @@ import "time"
 // Phase is where Tidepool is driving a member. It is stored in KV, so a new
 // leader continues a drain or a grace period where the old one stopped.
 //
-//	          create
-//	            │
-//	            ▼      target falls        in-flight 0 or drain.timeout
-//	       ┌─ running ────────────▶ draining ──────────────────────┐
-//	       │    ▲  ▲      undrain      │                            ▼
-//	 dead  │    │  └───────────────────┘                         stopped
-//	       │    └──────────────── restart (target rises) ───────────┤
-//	       ▼                                                        │ grace_period
-//	    deleting ◀──────────────────────────────────────────────────┘
-//	       │ group gone from the Nomad job
-//	       ▼
-//	   (forgotten)
+//	         create
+//	           │
+//	           ▼      target falls        in-flight 0 or drain.timeout
+//	      ┌─ running ────────────▶ draining ──────────────────────┐
+//	      │    ▲  ▲      undrain      │                            ▼
+//	dead  │    │  └───────────────────┘                         stopped
+//	      │    └──────────────── restart (target rises) ───────────┤
+//	      ▼                                                        │ grace_period
+//	   deleting ◀──────────────────────────────────────────────────┘
+//	      │ group gone from the Nomad job
+//	      ▼
+//	  (forgotten)
 type Phase string
 
 // Member phases.

@@ -57,8 +57,8 @@ func (p *Pool) JobID() string {
 	return fmt.Sprintf("%s--%s--%s", p.Owner, p.Spec.Name, p.ID)
 }
 
-// PoolIDFromJobID returns the pool id a Tidepool job id ends with.
-func PoolIDFromJobID(jobID string) (string, bool) {
+// IDFromJobID returns the pool id a Tidepool job id ends with.
+func IDFromJobID(jobID string) (string, bool) {
 	i := strings.LastIndex(jobID, "--")
 	if i < 0 || !strings.HasPrefix(jobID[i+2:], "p-") {
 		return "", false

@@ -193,9 +193,7 @@ func (p *planner) deletePool() Actions {
 	if p.in.JobExists {
 		return p.plan
 	}
-	for _, m := range p.members() {
-		p.plan.Forget = append(p.plan.Forget, m)
-	}
+	p.plan.Forget = append(p.plan.Forget, p.members()...)
 	p.plan.Update = nil // nothing to mark: the records go
 	p.plan.DeletePool = true
 	return p.plan
