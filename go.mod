@@ -8,6 +8,7 @@ require (
 	github.com/hashicorp/consul/api v1.34.0
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/nomad/api v0.0.0-20260907080526-08ef8f3d26da
+	pgregory.net/rapid v1.3.0
 )
 
 require (

@@ -60,8 +60,10 @@ type Input struct {
 	// Target is how many members should run: desired_count, or the
 	// autoscaler's decision.
 	Target int
-	// InFlight is work in progress per member, as reported by every live
-	// gateway. Nil means unknown: drains then wait for drain.timeout.
+	// InFlight is work in progress per member, summed over every live
+	// gateway. For a draining member it must be present only once every
+	// live gateway has applied the drain; absent means unknown, and the
+	// drain then waits for drain.timeout. It also orders scale-down.
 	InFlight map[string]int
 	Now      time.Time
 	// NewID returns a fresh member id; the planner retries on collisions.
@@ -104,9 +106,14 @@ func Surge(target int) int {
 // Plan computes the next actions for one pool. It never mutates its input:
 // changed members are copies.
 func Plan(in Input) Actions {
-	p := planner{in: in, obs: in.Observed}
+	p := planner{in: in, obs: in.Observed, wasDraining: map[string]bool{}}
 	if p.obs == nil {
 		p.obs = map[string]Observation{}
+	}
+	for _, m := range in.Members {
+		if m.Phase == pool.PhaseDraining {
+			p.wasDraining[m.ID] = true
+		}
 	}
 	if in.Pool.Deleting {
 		return p.deletePool()
@@ -121,13 +128,31 @@ func Plan(in Input) Actions {
 	}
 	p.expireGrace()
 	p.plan.Job = JobSync
+	p.setTimers()
 	return p.plan
+}
+
+// setTimers sets RequeueAfter to the earliest drain timeout or grace period
+// still running after this pass.
+func (p *planner) setTimers() {
+	spec := p.in.Pool.Spec
+	for _, m := range p.members() {
+		switch {
+		case m.Phase == pool.PhaseDraining:
+			p.wake(m.Since.Add(spec.Drain.Timeout.D()))
+		case m.Phase == pool.PhaseStopped && spec.Active:
+			p.wake(m.Since.Add(spec.Drain.GracePeriod.D()))
+		}
+	}
 }
 
 type planner struct {
 	in   Input
 	obs  map[string]Observation
 	plan Actions
+	// wasDraining holds the members that were draining before this pass:
+	// only their drain can have reached the gateways.
+	wasDraining map[string]bool
 	// next holds each member's phase after this pass, by id.
 	next map[string]*pool.Member
 }
@@ -238,12 +263,9 @@ func (p *planner) advanceDrains() {
 		if m.Phase != pool.PhaseDraining {
 			continue
 		}
-		deadline := m.Since.Add(timeout)
-		if !p.in.Now.Before(deadline) || p.idle(m) {
+		if !p.in.Now.Before(m.Since.Add(timeout)) || p.idle(m) {
 			p.move(m, pool.PhaseStopped)
-			continue
 		}
-		p.wake(deadline)
 	}
 }
 
@@ -253,10 +275,8 @@ func (p *planner) idle(m *pool.Member) bool {
 	case AllocNone, AllocPending, AllocStopped, AllocDead:
 		return true // no process, so nothing in flight
 	}
-	if p.in.InFlight == nil {
-		return false
-	}
-	return p.in.InFlight[m.ID] == 0
+	n, known := p.in.InFlight[m.ID]
+	return known && n == 0 && p.wasDraining[m.ID]
 }
 
 // scaleStopped drains every running member; nothing is created or deleted.
@@ -271,51 +291,51 @@ func (p *planner) scaleStopped() {
 
 // scaleActive brings the current generation to target: undrain, restart,
 // create; or drain the excess. Old generations give way as new members
-// become healthy.
+// become healthy, and creation never takes the running count past
+// target + Surge(target).
 func (p *planner) scaleActive() {
 	gen := p.in.Pool.TemplateGeneration
 	target := p.in.Target
-	cur := p.filter(func(m *pool.Member) bool { return m.Generation == gen && m.Phase == pool.PhaseRunning })
-	old := p.filter(func(m *pool.Member) bool { return m.Generation != gen && m.Phase == pool.PhaseRunning })
+	running := func(m *pool.Member) bool { return m.Phase == pool.PhaseRunning }
+	cur := p.filter(func(m *pool.Member) bool { return m.Generation == gen && running(m) })
+	old := p.filter(func(m *pool.Member) bool { return m.Generation != gen && running(m) })
 
 	need := target - len(cur)
-	if need > 0 {
-		// Undrain first (cheapest), then restart stopped members.
-		for _, phase := range []pool.Phase{pool.PhaseDraining, pool.PhaseStopped} {
-			for _, m := range p.byRevivalOrder(gen, phase) {
-				if need == 0 {
-					break
-				}
-				p.move(m, pool.PhaseRunning)
-				need--
-			}
-		}
-		running := target - need + len(old)
-		limit := target + Surge(target)
-		for ; need > 0 && running < limit; need-- {
-			p.create(gen)
-			running++
-		}
-	}
 	if need < 0 {
 		for _, m := range p.byScaleDownOrder(cur)[:-need] {
 			p.move(m, pool.PhaseDraining)
 		}
+		need = 0
+	}
+	// Undrain first (cheapest), then restart stopped members.
+	for _, phase := range []pool.Phase{pool.PhaseDraining, pool.PhaseStopped} {
+		for _, m := range p.byRevivalOrder(gen, phase) {
+			if need == 0 {
+				break
+			}
+			p.move(m, pool.PhaseRunning)
+			need--
+		}
 	}
 
-	// Old members may keep running only while new ones are not yet
-	// healthy enough to carry the target.
+	// Old members may keep running only while healthy new ones cannot yet
+	// carry the target.
 	healthy := 0
-	for _, m := range cur {
-		if p.next[m.ID].Phase == pool.PhaseRunning && p.obs[m.ID].Healthy {
+	for _, m := range p.filter(func(m *pool.Member) bool { return m.Generation == gen && running(m) }) {
+		if p.obs[m.ID].Healthy {
 			healthy++
 		}
 	}
-	allowed := max(0, target-healthy)
-	if excess := len(old) - allowed; excess > 0 {
+	if excess := len(old) - max(0, target-healthy); excess > 0 {
 		for _, m := range p.byScaleDownOrder(old)[:excess] {
 			p.move(m, pool.PhaseDraining)
 		}
+	}
+
+	now := len(p.filter(running))
+	for limit := target + Surge(target); need > 0 && now < limit; need-- {
+		p.create(gen)
+		now++
 	}
 	p.advanceDrains()
 }
@@ -331,12 +351,9 @@ func (p *planner) expireGrace() {
 		if m.Phase != pool.PhaseStopped {
 			continue
 		}
-		deadline := m.Since.Add(grace)
-		if p.in.Now.Before(deadline) {
-			p.wake(deadline)
-			continue
+		if !p.in.Now.Before(m.Since.Add(grace)) {
+			p.move(m, pool.PhaseDeleting)
 		}
-		p.move(m, pool.PhaseDeleting)
 	}
 }
 
@@ -396,10 +413,21 @@ func (p *planner) byScaleDownOrder(ms []*pool.Member) []*pool.Member {
 }
 
 // byRevivalOrder lists current-generation members in phase, healthy and
-// oldest first: the reverse of the scale-down order.
+// oldest first: the ones most likely to serve again soonest.
 func (p *planner) byRevivalOrder(gen int64, phase pool.Phase) []*pool.Member {
-	ms := p.filter(func(m *pool.Member) bool { return m.Generation == gen && m.Phase == phase })
-	out := p.byScaleDownOrder(ms)
-	slices.Reverse(out)
+	out := p.filter(func(m *pool.Member) bool { return m.Generation == gen && m.Phase == phase })
+	slices.SortStableFunc(out, func(a, b *pool.Member) int {
+		ha, hb := p.obs[a.ID].Healthy, p.obs[b.ID].Healthy
+		if ha != hb {
+			if ha {
+				return -1
+			}
+			return 1
+		}
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 	return out
 }
