@@ -233,15 +233,3 @@ func (v *validator) wholeSeconds(field string, d Duration, lo, hi time.Duration)
 		v.add(field, "must be a whole number of seconds")
 	}
 }
-
-// fmtDur prints round durations the way users write them ("1h", not "1h0m0s").
-func fmtDur(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}

@@ -1,0 +1,7 @@
+pool "web" {
+  template = "nope.nomad.hcl"
+
+  port "http" {
+    number = 8080
+  }
+}

@@ -1,0 +1,3 @@
+pool "web" {
+  template = "echo.nomad.hcl"
+}

@@ -1,0 +1,4 @@
+pool "web" {
+  template = "echo.nomad.hcl"
+  port "http" {
+    number = 8080
