@@ -40,6 +40,8 @@ type Config struct {
 	StartTimeout time.Duration
 	// Binaries locates the agents; the zero value uses LocateBinaries.
 	Binaries Binaries
+	// ConsulOnly starts no Nomad agent, for tests of Consul-only code.
+	ConsulOnly bool
 }
 
 // Cluster is a running pair of Consul and Nomad dev agents.
@@ -97,10 +99,12 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		}
 	}()
 
-	if c.ports, err = lockPortBlock(cfg.Root); err != nil {
-		return nil, err
+	if !cfg.ConsulOnly {
+		if c.ports, err = lockPortBlock(cfg.Root); err != nil {
+			return nil, err
+		}
+		c.MinDynamicPort, c.MaxDynamicPort = c.ports.min, c.ports.max
 	}
-	c.MinDynamicPort, c.MaxDynamicPort = c.ports.min, c.ports.max
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
@@ -124,6 +128,9 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		return nil, err
 	}
 
+	if cfg.ConsulOnly {
+		return c, nil
+	}
 	np, err := nomadPorts(cfg.NomadHTTPPort)
 	if err != nil {
 		return nil, err

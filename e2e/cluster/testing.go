@@ -40,6 +40,9 @@ func New(t TB, cfg Config) *Cluster {
 		defer live.remove(c)
 		if t.Failed() {
 			for _, path := range c.LogFiles() {
+				if _, err := os.Stat(path); err != nil {
+					continue
+				}
 				t.Logf("--- last %d lines of %s ---\n%s", logTailLines, path, tail(path, logTailLines))
 			}
 		}

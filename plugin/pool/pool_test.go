@@ -12,8 +12,8 @@ func validSpec() Spec {
 	as := DefaultAutoscaling()
 	return Spec{
 		Name: "web", Template: "job {}", DesiredCount: 2, Active: true,
-		Ports: []Port{{Label: "http", Number: 8080, Protocol: ProtocolHTTP}},
-		Drain: Drain{Timeout: Duration(15 * time.Second), GracePeriod: Duration(15 * time.Second)},
+		Ports:       []Port{{Label: "http", Number: 8080, Protocol: ProtocolHTTP}},
+		Drain:       Drain{Timeout: Duration(15 * time.Second), GracePeriod: Duration(15 * time.Second)},
 		Autoscaling: &as,
 	}
 }
