@@ -57,7 +57,7 @@ func New(client *api.Client, prefix string) *Store {
 // Prefix is the KV prefix the store writes under.
 func (s *Store) Prefix() string { return s.prefix }
 
-func (s *Store) poolKey(id string) string        { return s.prefix + "/pools/" + id }
+func (s *Store) poolKey(id string) string          { return s.prefix + "/pools/" + id }
 func (s *Store) nameKey(owner, name string) string { return s.prefix + "/names/" + owner + "/" + name }
 func (s *Store) membersPrefix(poolID string) string {
 	return s.prefix + "/members/" + poolID + "/"
