@@ -1,0 +1,148 @@
+package nomadjob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
+	"github.com/tidepool-run/tidepool/plugin/reconcile"
+)
+
+// Jobs is the part of Nomad's job API the driver uses; *api.Jobs satisfies
+// it.
+type Jobs interface {
+	Parser
+	Info(jobID string, q *api.QueryOptions) (*api.Job, *api.QueryMeta, error)
+	Allocations(jobID string, allAllocs bool, q *api.QueryOptions) ([]*api.AllocationListStub, *api.QueryMeta, error)
+	EnforceRegister(job *api.Job, modifyIndex uint64, q *api.WriteOptions) (*api.JobRegisterResponse, *api.WriteMeta, error)
+	Deregister(jobID string, purge bool, q *api.WriteOptions) (string, *api.WriteMeta, error)
+}
+
+// Health is the part of Consul's health API the driver uses;
+// *consulapi.Health satisfies it.
+type Health interface {
+	ServiceMultipleTags(service string, tags []string, passingOnly bool, q *consulapi.QueryOptions) ([]*consulapi.ServiceEntry, *consulapi.QueryMeta, error)
+}
+
+var (
+	_ Jobs   = (*api.Jobs)(nil)
+	_ Health = (*consulapi.Health)(nil)
+)
+
+// Driver observes and drives pools' Nomad jobs.
+type Driver struct {
+	jobs   Jobs
+	health Health
+}
+
+// NewDriver returns a driver over Nomad's job API and Consul's health API.
+func NewDriver(jobs Jobs, health Health) *Driver {
+	return &Driver{jobs: jobs, health: health}
+}
+
+// Snapshot is what Nomad and Consul say about one pool at one moment.
+type Snapshot struct {
+	// Job is the registered job, nil when there is none.
+	Job      *api.Job
+	Allocs   []*api.AllocationListStub
+	Services []*consulapi.ServiceEntry
+	Members  map[string]reconcile.Observation
+}
+
+// JobExists reports whether Nomad has the job (running or stopped).
+func (s *Snapshot) JobExists() bool { return s.Job != nil }
+
+// Observe reads the pool's job, its allocations and its members' Consul
+// services.
+func (d *Driver) Observe(ctx context.Context, p *pool.Pool) (*Snapshot, error) {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	snap := &Snapshot{}
+	job, _, err := d.jobs.Info(p.JobID(), q)
+	switch {
+	case isNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("read job %s: %w", p.JobID(), err)
+	default:
+		if !Owned(job, p.ID) {
+			return nil, fmt.Errorf("%s: %w", p.JobID(), ErrNotOwned)
+		}
+		snap.Job = job
+	}
+	if snap.Job != nil {
+		if snap.Allocs, _, err = d.jobs.Allocations(p.JobID(), false, q); err != nil {
+			return nil, fmt.Errorf("list allocations of %s: %w", p.JobID(), err)
+		}
+		cq := (&consulapi.QueryOptions{}).WithContext(ctx)
+		for _, name := range serviceNames(snap.Job) {
+			entries, _, err := d.health.ServiceMultipleTags(name, []string{PoolTag(p.ID)}, false, cq)
+			if err != nil {
+				return nil, fmt.Errorf("read health of %s: %w", name, err)
+			}
+			snap.Services = append(snap.Services, entries...)
+		}
+	}
+	snap.Members = Observe(snap.Job, snap.Allocs, snap.Services, p.Spec.Ports)
+	return snap, nil
+}
+
+// Template has Nomad parse the pool's current template.
+func (d *Driver) Template(p *pool.Pool) (*api.Job, error) {
+	return ParseTemplate(d.jobs, &p.Spec)
+}
+
+// Sync registers the job the member records imply, if it differs from
+// current; with no member left to run, it stops the job. Registration is
+// checked against current's modify index, so a deposed leader's write
+// fails.
+func (d *Driver) Sync(ctx context.Context, p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) error {
+	job, changed, err := Desired(p, current, tmpl, members)
+	if err != nil || !changed {
+		return err
+	}
+	w := (&api.WriteOptions{}).WithContext(ctx)
+	if job == nil {
+		if _, _, err := d.jobs.Deregister(p.JobID(), false, w); err != nil && !isNotFound(err) {
+			return fmt.Errorf("stop job %s: %w", p.JobID(), err)
+		}
+		return nil
+	}
+	var index uint64
+	if current != nil && current.JobModifyIndex != nil {
+		index = *current.JobModifyIndex
+	}
+	if _, _, err := d.jobs.EnforceRegister(job, index, w); err != nil {
+		return fmt.Errorf("register job %s: %w", p.JobID(), err)
+	}
+	return nil
+}
+
+// Purge deregisters and purges the pool's job; a missing job is fine.
+func (d *Driver) Purge(ctx context.Context, p *pool.Pool) error {
+	if _, _, err := d.jobs.Deregister(p.JobID(), true, (&api.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
+		return fmt.Errorf("purge job %s: %w", p.JobID(), err)
+	}
+	return nil
+}
+
+func serviceNames(job *api.Job) []string {
+	var names []string
+	for _, tg := range job.TaskGroups {
+		for _, s := range groupServices(tg) {
+			if !slices.Contains(names, s.Name) {
+				names = append(names, s.Name)
+			}
+		}
+	}
+	return names
+}
+
+func isNotFound(err error) bool {
+	var ure *api.UnexpectedResponseError
+	return errors.As(err, &ure) && ure.StatusCode() == http.StatusNotFound
+}

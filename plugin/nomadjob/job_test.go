@@ -1,0 +1,214 @@
+package nomadjob
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
+	"github.com/tidepool-run/tidepool/plugin/reconcile"
+)
+
+func testTemplate() *api.Job {
+	job := api.NewServiceJob("echo", "echo", "global", 50)
+	job.Meta = map[string]string{"team": "search"}
+	tg := api.NewTaskGroup("echo", 3)
+	tg.Networks = []*api.NetworkResource{{DynamicPorts: []api.Port{{Label: "http"}}}}
+	tg.Services = []*api.Service{{Name: "echo", PortLabel: "http", Tags: []string{"web"}}}
+	tg.Update = &api.UpdateStrategy{MaxParallel: new(2)}
+	tg.AddTask(api.NewTask("echo", "raw_exec"))
+	job.AddTaskGroup(tg)
+	return job
+}
+
+func testPool() *pool.Pool {
+	return &pool.Pool{
+		ID: "p-1", Owner: "alice", TemplateGeneration: 2,
+		Spec: pool.Spec{Name: "web", Ports: []pool.Port{{Label: "http", Number: 8080, Protocol: "http"}}},
+	}
+}
+
+func member(id string, phase pool.Phase, gen int64, created int) *pool.Member {
+	return &pool.Member{ID: id, PoolID: "p-1", Phase: phase, Generation: gen, CreatedAt: time.Unix(int64(created), 0)}
+}
+
+func groupNames(job *api.Job) []string {
+	var out []string
+	for _, tg := range job.TaskGroups {
+		out = append(out, *tg.Name)
+	}
+	return out
+}
+
+func TestDesired_NewJobStampsMembers(t *testing.T) {
+	p := testPool()
+	job, changed, err := Desired(p, nil, testTemplate(), []*pool.Member{
+		member("m-b", pool.PhaseRunning, 2, 2),
+		member("m-a", pool.PhaseRunning, 2, 1),
+		member("m-gone", pool.PhaseDeleting, 2, 0),
+	})
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	if *job.ID != "alice--web--p-1" || job.Meta[MetaManaged] != "true" || job.Meta["team"] != "search" {
+		t.Fatalf("job id %s meta %v", *job.ID, job.Meta)
+	}
+	if *job.Update.MaxParallel != 0 {
+		t.Fatal("Nomad deployments must be off")
+	}
+	if got := groupNames(job); !slices.Equal(got, []string{"m-a", "m-b"}) {
+		t.Fatalf("groups %v", got)
+	}
+	tg := job.TaskGroups[0]
+	if *tg.Count != 1 || tg.Update != nil || tg.Meta[MetaMember] != "m-a" || tg.Meta[MetaGeneration] != "2" {
+		t.Fatalf("group: count %d update %v meta %v", *tg.Count, tg.Update, tg.Meta)
+	}
+	s := tg.Services[0]
+	for _, tag := range []string{"web", TagTidepool, "member=m-a", "pool=p-1", "port=http"} {
+		if !slices.Contains(s.Tags, tag) {
+			t.Errorf("service tags %v lack %q", s.Tags, tag)
+		}
+	}
+	if s.Meta[MetaMember] != "m-a" || s.Meta[MetaPort] != "http" || s.Meta[MetaPoolID] != "p-1" {
+		t.Errorf("service meta %v", s.Meta)
+	}
+}
+
+// registered simulates what Nomad returns for a job Tidepool registered.
+func registered(t *testing.T, p *pool.Pool, members ...*pool.Member) *api.Job {
+	t.Helper()
+	job, _, err := Desired(p, nil, testTemplate(), members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.JobModifyIndex = new(uint64(42))
+	return job
+}
+
+func TestDesired_KeepsExistingGroupsAndOnlyChangesCountAndTags(t *testing.T) {
+	p := testPool()
+	current := registered(t, p, member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseRunning, 2, 2))
+	// The template changes; m-a and m-b must keep what they run.
+	p.TemplateGeneration = 3
+	tmpl := testTemplate()
+	tmpl.TaskGroups[0].Tasks[0].Config = map[string]any{"command": "/new"}
+
+	t.Run("no change", func(t *testing.T) {
+		_, changed, err := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseRunning, 2, 2)})
+		if err != nil || changed {
+			t.Fatalf("changed=%v err=%v", changed, err)
+		}
+	})
+	t.Run("drain, stop, delete, create", func(t *testing.T) {
+		job, changed, err := Desired(p, current, tmpl, []*pool.Member{
+			member("m-a", pool.PhaseDraining, 2, 1),
+			member("m-b", pool.PhaseStopped, 2, 2),
+			member("m-c", pool.PhaseRunning, 3, 3),
+		})
+		if err != nil || !changed {
+			t.Fatalf("changed=%v err=%v", changed, err)
+		}
+		if got := groupNames(job); !slices.Equal(got, []string{"m-a", "m-b", "m-c"}) {
+			t.Fatalf("groups %v", got)
+		}
+		a, b, c := job.TaskGroups[0], job.TaskGroups[1], job.TaskGroups[2]
+		if *a.Count != 1 || !draining(a) {
+			t.Errorf("m-a: count %d draining %v", *a.Count, draining(a))
+		}
+		if *b.Count != 0 || draining(b) {
+			t.Errorf("m-b: count %d draining %v", *b.Count, draining(b))
+		}
+		if a.Tasks[0].Config["command"] == "/new" {
+			t.Error("an old member got the new template")
+		}
+		if c.Tasks[0].Config["command"] != "/new" || c.Meta[MetaGeneration] != "3" {
+			t.Error("the new member did not get the new template")
+		}
+	})
+	t.Run("undrain removes the tag", func(t *testing.T) {
+		drained, _, _ := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseDraining, 2, 1)})
+		drained.JobModifyIndex = new(uint64(43))
+		job, changed, err := Desired(p, drained, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1)})
+		if err != nil || !changed || draining(job.TaskGroups[0]) {
+			t.Fatalf("changed=%v err=%v draining=%v", changed, err, draining(job.TaskGroups[0]))
+		}
+	})
+	t.Run("nothing left to run stops the job", func(t *testing.T) {
+		job, changed, err := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseDeleting, 2, 1)})
+		if err != nil || !changed || job != nil {
+			t.Fatalf("job=%v changed=%v err=%v", job, changed, err)
+		}
+	})
+}
+
+func TestDesired_RefusesForeignJobs(t *testing.T) {
+	foreign := testTemplate()
+	_, _, err := Desired(testPool(), foreign, testTemplate(), nil)
+	if !errors.Is(err, ErrNotOwned) {
+		t.Fatalf("err = %v, want ErrNotOwned", err)
+	}
+}
+
+func TestCheckTemplate(t *testing.T) {
+	spec := &pool.Spec{Ports: []pool.Port{{Label: "http"}, {Label: "admin"}}}
+	tmpl := testTemplate()
+	err := CheckTemplate(tmpl, spec)
+	var verr *pool.ValidationError
+	if !errors.As(err, &verr) || verr.Fields[0].Field != "template" {
+		t.Fatalf("want a template field error, got %v", err)
+	}
+	tmpl.TaskGroups[0].Networks[0].DynamicPorts = append(tmpl.TaskGroups[0].Networks[0].DynamicPorts, api.Port{Label: "admin"})
+	if err := CheckTemplate(tmpl, spec); err == nil {
+		t.Fatal("a port without a service passed")
+	}
+	tmpl.TaskGroups[0].Services = append(tmpl.TaskGroups[0].Services, &api.Service{Name: "admin", PortLabel: "admin"})
+	if err := CheckTemplate(tmpl, spec); err != nil {
+		t.Fatalf("valid template: %v", err)
+	}
+	tmpl.AddTaskGroup(api.NewTaskGroup("second", 1))
+	if err := CheckTemplate(tmpl, spec); err == nil {
+		t.Fatal("two task groups passed")
+	}
+}
+
+func TestObserve(t *testing.T) {
+	p := testPool()
+	job := registered(t, p, member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseStopped, 2, 2))
+	allocs := []*api.AllocationListStub{
+		{ID: "a-old", TaskGroup: "m-a", CreateIndex: 5, DesiredStatus: "run", ClientStatus: "failed"},
+		{ID: "a-new", TaskGroup: "m-a", CreateIndex: 9, DesiredStatus: "run", ClientStatus: "running"},
+		{ID: "b-1", TaskGroup: "m-b", CreateIndex: 7, DesiredStatus: "stop", ClientStatus: "complete"},
+		{ID: "c-1", TaskGroup: "m-c", CreateIndex: 8, DesiredStatus: "run", ClientStatus: "failed"},
+	}
+	entry := func(member, status string) *consulapi.ServiceEntry {
+		return &consulapi.ServiceEntry{
+			Service: &consulapi.AgentService{Address: "127.0.0.1", Port: 20001, Meta: map[string]string{MetaMember: member, MetaPort: "http"}},
+			Checks:  consulapi.HealthChecks{{Status: status}},
+		}
+	}
+	obs := Observe(job, allocs, []*consulapi.ServiceEntry{entry("m-a", "passing"), entry("m-b", "passing")}, p.Spec.Ports)
+
+	want := map[string]reconcile.Observation{
+		"m-a": {InJob: true, Count: 1, Alloc: reconcile.AllocRunning, AllocID: "a-new", Healthy: true, Address: "127.0.0.1:20001"},
+		"m-b": {InJob: true, Count: 0, Alloc: reconcile.AllocStopped, AllocID: "b-1", Address: "127.0.0.1:20001"},
+		"m-c": {Alloc: reconcile.AllocDead, AllocID: "c-1"},
+	}
+	for id, w := range want {
+		if obs[id] != w {
+			t.Errorf("%s: got %+v, want %+v", id, obs[id], w)
+		}
+	}
+	critical := Observe(job, allocs, []*consulapi.ServiceEntry{entry("m-a", "critical")}, p.Spec.Ports)
+	if critical["m-a"].Healthy {
+		t.Error("a critical check counted as healthy")
+	}
+	stopped := *job
+	stopped.Stop = new(true)
+	if Observe(&stopped, allocs, nil, p.Spec.Ports)["m-a"].InJob {
+		t.Error("groups of a stopped job counted as in the job")
+	}
+}
