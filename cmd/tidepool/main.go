@@ -50,5 +50,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 func commands(ui cli.Ui) map[string]cli.CommandFactory {
 	return map[string]cli.CommandFactory{
 		"version": func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
+		"server":  func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
 	}
 }

@@ -142,7 +142,13 @@ func serviceNames(job *api.Job) []string {
 	return names
 }
 
+// isNotFound recognises Nomad's 404, which the api package returns as an
+// UnexpectedResponseError value.
 func isNotFound(err error) bool {
-	var ure *api.UnexpectedResponseError
-	return errors.As(err, &ure) && ure.StatusCode() == http.StatusNotFound
+	var ure api.UnexpectedResponseError
+	if errors.As(err, &ure) {
+		return ure.StatusCode() == http.StatusNotFound
+	}
+	var ptr *api.UnexpectedResponseError
+	return errors.As(err, &ptr) && ptr.StatusCode() == http.StatusNotFound
 }

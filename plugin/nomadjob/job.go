@@ -32,7 +32,7 @@ const (
 	TagDraining = "tidepool-draining"
 )
 
-// ErrNotOwned: the job id is taken by a job Tidepool did not create for
+// ErrNotOwned means the job id is taken by a job Tidepool did not create for
 // this pool; it is never touched.
 var ErrNotOwned = errors.New("job exists and is not managed by tidepool for this pool")
 

@@ -212,3 +212,12 @@ func TestObserve(t *testing.T) {
 		t.Error("groups of a stopped job counted as in the job")
 	}
 }
+
+func TestIsNotFound(t *testing.T) {
+	if isNotFound(errors.New("Unexpected response code: 404 (job not found)")) {
+		t.Error("a plain error string is not Nomad's 404")
+	}
+	if isNotFound(nil) {
+		t.Error("nil is not a 404")
+	}
+}

@@ -31,6 +31,8 @@ var (
 	ErrNotFound  = errors.New("not found")
 	ErrConflict  = errors.New("modified concurrently")
 	ErrNameTaken = errors.New("name already taken")
+	// ErrPoolActive: only a stopped pool may be deleted (SPEC.md §4).
+	ErrPoolActive = errors.New("stop the pool before deleting it")
 )
 
 // maxTxnOps keeps each transaction under Consul's limit on operations.
@@ -205,6 +207,9 @@ func (s *Store) ModifyPool(ctx context.Context, id string, fn func(*pool.Pool) e
 // MarkDeleting flags the pool deleting and writes its tombstone, in one
 // transaction checked against p.ModifyIndex.
 func (s *Store) MarkDeleting(ctx context.Context, p *pool.Pool, now time.Time) error {
+	if p.Spec.Active {
+		return fmt.Errorf("pool %q: %w", p.Spec.Name, ErrPoolActive)
+	}
 	next := *p
 	next.Generation++
 	next.Deleting = true

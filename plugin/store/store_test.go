@@ -117,6 +117,13 @@ func TestStore(t *testing.T) {
 		if err := s.RemovePool(ctx, p); err == nil {
 			t.Fatal("removed a pool not marked deleting")
 		}
+		if err := s.MarkDeleting(ctx, p, time.Unix(100, 0)); !errors.Is(err, ErrPoolActive) {
+			t.Fatalf("deleting an active pool: %v, want ErrPoolActive", err)
+		}
+		p.Spec.Active = false
+		if err := s.UpdatePool(ctx, p); err != nil {
+			t.Fatal(err)
+		}
 		if err := s.MarkDeleting(ctx, p, time.Unix(100, 0)); err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/cli"
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+	nomadapi "github.com/hashicorp/nomad/api"
+
+	"github.com/tidepool-run/tidepool/plugin/api"
+	"github.com/tidepool-run/tidepool/plugin/controller"
+	"github.com/tidepool-run/tidepool/plugin/leader"
+	"github.com/tidepool-run/tidepool/plugin/nomadjob"
+	"github.com/tidepool-run/tidepool/plugin/store"
+)
+
+type serverCommand struct {
+	ui cli.Ui
+}
+
+func (c *serverCommand) Synopsis() string { return "Run a controller: API, leader election and reconciler" }
+
+func (c *serverCommand) Help() string {
+	return strings.TrimSpace(`
+Usage: tidepool server [options]
+
+  Runs a Tidepool controller. Every controller serves the API; the one
+  holding the Consul leader lock also reconciles pools on Nomad. SIGINT or
+  SIGTERM stops it and releases the lock, so a standby takes over at once.
+
+  Consul and Nomad are reached through CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
+  NOMAD_ADDR, NOMAD_TOKEN, NOMAD_NAMESPACE and NOMAD_REGION. Each flag also
+  has a TIDEPOOL_* variable (TIDEPOOL_HTTP_ADDR, ...) and a config file key.
+
+Options:
+
+  -config=<file>          HCL config file.
+  -http-addr=<host:port>  API listen address (default 127.0.0.1:4680).
+  -name=<name>            Node name in the leader lock (default host-pid).
+  -kv-prefix=<prefix>     Consul KV prefix (default tidepool).
+  -sweep-interval=<d>     Reconcile every pool at least this often (15s).
+  -session-ttl=<d>        Leader session TTL (15s).
+  -lock-delay=<d>         Lock-delay after a leader dies (15s).
+  -log-level=<level>      trace, debug, info, warn or error (info).
+`)
+}
+
+func (c *serverCommand) Run(args []string) int {
+	fs := newFlagSet("server", c.ui, c.Help)
+	var f serverFlags
+	f.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		c.ui.Error("server takes no arguments\n\n" + c.Help())
+		return exitUsage
+	}
+	cfg, err := loadServerConfig(fs, &f, os.Getenv)
+	if err != nil {
+		c.ui.Error(err.Error())
+		return exitError
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := runServer(ctx, cfg); err != nil {
+		c.ui.Error("server: " + err.Error())
+		return exitError
+	}
+	return exitOK
+}
+
+func runServer(ctx context.Context, cfg serverConfig) error {
+	log := hclog.New(&hclog.LoggerOptions{Name: "tidepool", Level: hclog.LevelFromString(cfg.LogLevel), JSONFormat: false})
+
+	consul, err := consulapi.NewClient(consulapi.DefaultConfig())
+	if err != nil {
+		return fmt.Errorf("consul client: %w", err)
+	}
+	nomad, err := nomadapi.NewClient(nomadapi.DefaultConfig())
+	if err != nil {
+		return fmt.Errorf("nomad client: %w", err)
+	}
+	st := store.New(consul, cfg.KVPrefix)
+	driver := nomadjob.NewDriver(nomad.Jobs(), consul.Health())
+	elector := leader.New(consul, leader.Config{
+		Key: st.Prefix() + "/leader", Name: cfg.Name,
+		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
+	}, log)
+	ctrl := controller.New(st, driver, nil, controller.Config{SweepInterval: cfg.SweepInterval}, log)
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: api.New(elector, versionString()), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("serving API", "addr", ln.Addr().String(), "name", cfg.Name, "kv_prefix", st.Prefix())
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 1)
+	wg.Go(func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	})
+	runCtx, cancel := context.WithCancel(ctx)
+	wg.Go(func() {
+		_ = elector.Run(runCtx, func(lead context.Context) error {
+			return ctrl.Run(lead,
+				controller.NomadEvents(nomad.EventStream(), time.Second, log),
+				controller.ConsulHealth(consul.Health(), time.Second, log))
+		})
+	})
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+	}
+	cancel() // stops leading and releases the lock
+	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutdownCtx)
+	wg.Wait()
+	return serveErr
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2/hclsimple"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
+	"github.com/tidepool-run/tidepool/plugin/poolspec"
+	"github.com/tidepool-run/tidepool/plugin/store"
+)
+
+// serverConfig is every setting of `tidepool server`. Precedence: flags,
+// then TIDEPOOL_* environment variables, then the -config file, then
+// defaults. Consul and Nomad are reached through their standard variables
+// (CONSUL_HTTP_ADDR, NOMAD_ADDR, ...).
+type serverConfig struct {
+	HTTPAddr      string
+	Name          string
+	KVPrefix      string
+	SweepInterval time.Duration
+	SessionTTL    time.Duration
+	LockDelay     time.Duration
+	LogLevel      string
+	Defaults      poolspec.Defaults
+}
+
+func defaultServerConfig() serverConfig {
+	host, _ := os.Hostname()
+	return serverConfig{
+		HTTPAddr:      "127.0.0.1:4680",
+		Name:          fmt.Sprintf("%s-%d", host, os.Getpid()),
+		KVPrefix:      store.DefaultPrefix,
+		SweepInterval: 15 * time.Second,
+		SessionTTL:    15 * time.Second,
+		LockDelay:     15 * time.Second,
+		LogLevel:      "info",
+		Defaults:      poolspec.DefaultDefaults(),
+	}
+}
+
+// serverFile is the HCL shape of the -config file.
+type serverFile struct {
+	HTTPAddr      *string         `hcl:"http_addr,optional"`
+	Name          *string         `hcl:"name,optional"`
+	KVPrefix      *string         `hcl:"kv_prefix,optional"`
+	SweepInterval *string         `hcl:"sweep_interval,optional"`
+	LogLevel      *string         `hcl:"log_level,optional"`
+	Leader        *leaderBlock    `hcl:"leader,block"`
+	Autoscaler    *autoscalerFile `hcl:"autoscaler,block"`
+	Limits        *limitsBlock    `hcl:"limits,block"`
+}
+
+type leaderBlock struct {
+	SessionTTL *string `hcl:"session_ttl,optional"`
+	LockDelay  *string `hcl:"lock_delay,optional"`
+}
+
+type limitsBlock struct {
+	MaxDesiredCount *int `hcl:"max_desired_count,optional"`
+}
+
+// autoscalerFile holds server-wide autoscaling defaults and bounds, like
+// Knative's config-autoscaler.
+type autoscalerFile struct {
+	Metric                   *string  `hcl:"metric,optional"`
+	Target                   *float64 `hcl:"target,optional"`
+	TargetUtilization        *float64 `hcl:"target_utilization,optional"`
+	ContainerConcurrency     *int     `hcl:"container_concurrency,optional"`
+	MinScale                 *int     `hcl:"min_scale,optional"`
+	MaxScale                 *int     `hcl:"max_scale,optional"`
+	InitialScale             *int     `hcl:"initial_scale,optional"`
+	ActivationScale          *int     `hcl:"activation_scale,optional"`
+	ScaleDownDelay           *string  `hcl:"scale_down_delay,optional"`
+	StableWindow             *string  `hcl:"stable_window,optional"`
+	PanicWindowPercentage    *float64 `hcl:"panic_window_percentage,optional"`
+	PanicThresholdPercentage *float64 `hcl:"panic_threshold_percentage,optional"`
+	QueueTimeout             *string  `hcl:"queue_timeout,optional"`
+	MaxScaleLimit            *int     `hcl:"max_scale_limit,optional"`
+	AllowZeroInitialScale    *bool    `hcl:"allow_zero_initial_scale,optional"`
+}
+
+// serverFlags binds the flags of `tidepool server`.
+type serverFlags struct {
+	config, httpAddr, name, kvPrefix, logLevel string
+	sweep, ttl, lockDelay                      time.Duration
+}
+
+func (f *serverFlags) bind(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "HCL config file")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "API listen address (default 127.0.0.1:4680)")
+	fs.StringVar(&f.name, "name", "", "node name in the leader lock (default host-pid)")
+	fs.StringVar(&f.kvPrefix, "kv-prefix", "", "Consul KV prefix (default tidepool)")
+	fs.StringVar(&f.logLevel, "log-level", "", "trace, debug, info, warn or error")
+	fs.DurationVar(&f.sweep, "sweep-interval", 0, "reconcile every pool at least this often (default 15s)")
+	fs.DurationVar(&f.ttl, "session-ttl", 0, "leader session TTL, 10s..24h (default 15s)")
+	fs.DurationVar(&f.lockDelay, "lock-delay", 0, "leader lock-delay after a leader dies (default 15s)")
+}
+
+// loadServerConfig layers file, environment and flags over the defaults.
+func loadServerConfig(fs *flag.FlagSet, f *serverFlags, getenv func(string) string) (serverConfig, error) {
+	cfg := defaultServerConfig()
+	if f.config != "" {
+		var file serverFile
+		if err := hclsimple.DecodeFile(f.config, nil, &file); err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		if err := file.apply(&cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", f.config, err)
+		}
+	}
+	env := map[string]func(string) error{
+		"TIDEPOOL_HTTP_ADDR":      func(v string) error { cfg.HTTPAddr = v; return nil },
+		"TIDEPOOL_NAME":           func(v string) error { cfg.Name = v; return nil },
+		"TIDEPOOL_KV_PREFIX":      func(v string) error { cfg.KVPrefix = v; return nil },
+		"TIDEPOOL_LOG_LEVEL":      func(v string) error { cfg.LogLevel = v; return nil },
+		"TIDEPOOL_SWEEP_INTERVAL": durationSetter(&cfg.SweepInterval),
+		"TIDEPOOL_SESSION_TTL":    durationSetter(&cfg.SessionTTL),
+		"TIDEPOOL_LOCK_DELAY":     durationSetter(&cfg.LockDelay),
+	}
+	for key, set := range env {
+		if v := getenv(key); v != "" {
+			if err := set(v); err != nil {
+				return cfg, fmt.Errorf("%s: %w", key, err)
+			}
+		}
+	}
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "http-addr":
+			cfg.HTTPAddr = f.httpAddr
+		case "name":
+			cfg.Name = f.name
+		case "kv-prefix":
+			cfg.KVPrefix = f.kvPrefix
+		case "log-level":
+			cfg.LogLevel = f.logLevel
+		case "sweep-interval":
+			cfg.SweepInterval = f.sweep
+		case "session-ttl":
+			cfg.SessionTTL = f.ttl
+		case "lock-delay":
+			cfg.LockDelay = f.lockDelay
+		}
+	})
+	return cfg, cfg.validate()
+}
+
+func (c *serverConfig) validate() error {
+	var problems []string
+	if c.SweepInterval < time.Second {
+		problems = append(problems, "sweep_interval must be at least 1s")
+	}
+	if c.SessionTTL < 10*time.Second || c.SessionTTL > 24*time.Hour {
+		problems = append(problems, "session_ttl must be from 10s to 24h (Consul's bounds)")
+	}
+	if c.LockDelay < 0 || c.LockDelay > time.Minute {
+		problems = append(problems, "lock_delay must be from 0s to 1m")
+	}
+	if strings.Trim(c.KVPrefix, "/") == "" {
+		problems = append(problems, "kv_prefix must not be empty")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("invalid server config: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func durationSetter(dst *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration", v)
+		}
+		*dst = d
+		return nil
+	}
+}
+
+func (file *serverFile) apply(cfg *serverConfig) error {
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&cfg.HTTPAddr, file.HTTPAddr)
+	set(&cfg.Name, file.Name)
+	set(&cfg.KVPrefix, file.KVPrefix)
+	set(&cfg.LogLevel, file.LogLevel)
+	var errs []string
+	dur := func(name string, dst *time.Duration, v *string) {
+		if v == nil {
+			return
+		}
+		if err := durationSetter(dst)(*v); err != nil {
+			errs = append(errs, name+": "+err.Error())
+		}
+	}
+	dur("sweep_interval", &cfg.SweepInterval, file.SweepInterval)
+	if l := file.Leader; l != nil {
+		dur("leader.session_ttl", &cfg.SessionTTL, l.SessionTTL)
+		dur("leader.lock_delay", &cfg.LockDelay, l.LockDelay)
+	}
+	if l := file.Limits; l != nil && l.MaxDesiredCount != nil {
+		cfg.Defaults.Limits.MaxDesiredCount = *l.MaxDesiredCount
+	}
+	if a := file.Autoscaler; a != nil {
+		d := &cfg.Defaults.Autoscaling
+		assign(&d.Metric, a.Metric)
+		assign(&d.Target, a.Target)
+		assign(&d.TargetUtilization, a.TargetUtilization)
+		assign(&d.ContainerConcurrency, a.ContainerConcurrency)
+		assign(&d.MinScale, a.MinScale)
+		assign(&d.MaxScale, a.MaxScale)
+		assign(&d.InitialScale, a.InitialScale)
+		assign(&d.ActivationScale, a.ActivationScale)
+		assign(&d.PanicWindowPercentage, a.PanicWindowPercentage)
+		assign(&d.PanicThresholdPercentage, a.PanicThresholdPercentage)
+		var sdd, sw, qt time.Duration = d.ScaleDownDelay.D(), d.StableWindow.D(), d.QueueTimeout.D()
+		dur("autoscaler.scale_down_delay", &sdd, a.ScaleDownDelay)
+		dur("autoscaler.stable_window", &sw, a.StableWindow)
+		dur("autoscaler.queue_timeout", &qt, a.QueueTimeout)
+		d.ScaleDownDelay, d.StableWindow, d.QueueTimeout = pool.Duration(sdd), pool.Duration(sw), pool.Duration(qt)
+		assign(&cfg.Defaults.Limits.MaxScaleLimit, a.MaxScaleLimit)
+		assign(&cfg.Defaults.Limits.AllowZeroInitialScale, a.AllowZeroInitialScale)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func assign[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
+}

@@ -1,0 +1,360 @@
+// Package controller is the leader's reconcile loop (DESIGN.md decision 5):
+// a work queue keyed by pool id, fed by a watch on pool records, Nomad's
+// event stream, Consul health changes and a periodic sweep. Each pass
+// observes a pool, asks the pure planner what to do, and applies the answer:
+// member records first, then the Nomad job, then forgotten records.
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+
+	"github.com/tidepool-run/tidepool/plugin/nomadjob"
+	"github.com/tidepool-run/tidepool/plugin/pool"
+	"github.com/tidepool-run/tidepool/plugin/reconcile"
+	"github.com/tidepool-run/tidepool/plugin/store"
+)
+
+// Store is the state the controller reads and writes; *store.Store
+// satisfies it.
+type Store interface {
+	GetPool(ctx context.Context, id string) (*pool.Pool, error)
+	ListPools(ctx context.Context, waitIndex uint64) ([]*pool.Pool, uint64, error)
+	ListMembers(ctx context.Context, poolID string) ([]*pool.Member, error)
+	PutMembers(ctx context.Context, ms []*pool.Member) error
+	DeleteMembers(ctx context.Context, ms []*pool.Member) error
+	RemovePool(ctx context.Context, p *pool.Pool) error
+}
+
+// Nomad observes and drives pools' jobs; *nomadjob.Driver satisfies it.
+type Nomad interface {
+	Observe(ctx context.Context, p *pool.Pool) (*nomadjob.Snapshot, error)
+	Template(p *pool.Pool) (*api.Job, error)
+	Sync(ctx context.Context, p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) error
+	Purge(ctx context.Context, p *pool.Pool) error
+}
+
+// InFlight reports work in progress on a pool's members, summed over every
+// live gateway (DESIGN.md decision 6). A draining member appears only once
+// every live gateway has applied its drain. Until gateways report, drains
+// wait for drain.timeout.
+type InFlight interface {
+	InFlight(p *pool.Pool, members []*pool.Member) map[string]int
+}
+
+var (
+	_ Store = (*store.Store)(nil)
+	_ Nomad = (*nomadjob.Driver)(nil)
+)
+
+// Config tunes the loop.
+type Config struct {
+	// SweepInterval is how often every pool is reconciled regardless of
+	// events (SPEC.md §4: at most 15s).
+	SweepInterval time.Duration
+	// Workers reconcile different pools in parallel.
+	Workers int
+	// RetryInterval is the pause before retrying a failed pass.
+	RetryInterval time.Duration
+}
+
+// Controller reconciles pools while its node leads.
+type Controller struct {
+	store    Store
+	nomad    Nomad
+	inFlight InFlight
+	cfg      Config
+	log      hclog.Logger
+	now      func() time.Time
+	newID    func() string
+
+	queue *queue
+
+	mu        sync.Mutex
+	known     map[string]uint64 // pool id → last seen ModifyIndex
+	templates map[string]cachedTemplate
+}
+
+type cachedTemplate struct {
+	generation int64
+	job        *api.Job
+}
+
+// New wires a controller. inFlight may be nil.
+func New(s Store, n Nomad, inFlight InFlight, cfg Config, log hclog.Logger) *Controller {
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = 15 * time.Second
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 4
+	}
+	if cfg.RetryInterval == 0 {
+		cfg.RetryInterval = time.Second
+	}
+	return &Controller{
+		store: s, nomad: n, inFlight: inFlight, cfg: cfg,
+		log:       log.Named("controller"),
+		now:       time.Now,
+		newID:     NewMemberID,
+		known:     map[string]uint64{},
+		templates: map[string]cachedTemplate{},
+	}
+}
+
+// NewMemberID returns a random member id such as "m-7f3a9c".
+func NewMemberID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return "m-" + hex.EncodeToString(b)
+}
+
+// Source feeds pool ids to reconcile; Run starts each with the queue's Add.
+type Source func(ctx context.Context, enqueue func(poolID string))
+
+// Run reconciles until ctx is done (leadership lost or shutdown). Extra
+// sources (Nomad events, Consul health) run alongside the pool watch and
+// the sweep.
+func (c *Controller) Run(ctx context.Context, sources ...Source) error {
+	c.queue = newQueue()
+	defer c.queue.Stop()
+	c.log.Info("reconciling", "sweep_interval", c.cfg.SweepInterval.String(), "workers", c.cfg.Workers)
+
+	var wg sync.WaitGroup
+	for _, src := range append([]Source{c.watchPools, c.sweep}, sources...) {
+		wg.Go(func() { src(ctx, c.queue.Add) })
+	}
+	for range c.cfg.Workers {
+		wg.Go(func() { c.work(ctx) })
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+func (c *Controller) work(ctx context.Context) {
+	for {
+		id, ok := c.queue.Get(ctx)
+		if !ok {
+			return
+		}
+		requeue, err := c.Reconcile(ctx, id)
+		c.queue.Done(id)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			c.log.Error("reconcile failed; retrying", "pool_id", id, "error", err)
+			c.queue.AddAfter(id, c.cfg.RetryInterval)
+		case requeue > 0:
+			c.queue.AddAfter(id, requeue)
+		}
+	}
+}
+
+// watchPools queues every pool whose record changed, using a blocking query.
+func (c *Controller) watchPools(ctx context.Context, enqueue func(string)) {
+	var index uint64
+	for ctx.Err() == nil {
+		pools, next, err := c.store.ListPools(ctx, index)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("watch pools", "error", err)
+				sleep(ctx, c.cfg.RetryInterval)
+			}
+			continue
+		}
+		if next < index {
+			next = 0 // the index went backwards (Consul restored): start over
+		}
+		index = next
+		c.mu.Lock()
+		seen := map[string]bool{}
+		for _, p := range pools {
+			seen[p.ID] = true
+			if c.known[p.ID] != p.ModifyIndex {
+				c.known[p.ID] = p.ModifyIndex
+				enqueue(p.ID)
+			}
+		}
+		for id := range c.known {
+			if !seen[id] {
+				delete(c.known, id)
+				delete(c.templates, id)
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// sweep queues every known pool each SweepInterval.
+func (c *Controller) sweep(ctx context.Context, enqueue func(string)) {
+	t := time.NewTicker(c.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		ids := make([]string, 0, len(c.known))
+		for id := range c.known {
+			ids = append(ids, id)
+		}
+		c.mu.Unlock()
+		for _, id := range ids {
+			enqueue(id)
+		}
+	}
+}
+
+// Reconcile runs one pass for one pool and returns when to look again.
+func (c *Controller) Reconcile(ctx context.Context, id string) (time.Duration, error) {
+	p, err := c.store.GetPool(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	members, err := c.store.ListMembers(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	snap, err := c.nomad.Observe(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	tmpl := c.template(p)
+	var inFlight map[string]int
+	if c.inFlight != nil {
+		inFlight = c.inFlight.InFlight(p, members)
+	}
+	act := reconcile.Plan(reconcile.Input{
+		Pool: p, Members: members, Observed: snap.Members, JobExists: snap.JobExists(),
+		Target: Target(p), InFlight: inFlight, Now: c.now(), NewID: c.newID,
+	})
+	if tmpl == nil && len(act.Create) > 0 {
+		return 0, fmt.Errorf("cannot create members: the template of generation %d does not parse", p.TemplateGeneration)
+	}
+	return act.RequeueAfter, c.apply(ctx, p, members, snap, tmpl, act)
+}
+
+// Target is how many members a pool should run. Autoscaled pools start at
+// their initial scale until the autoscaler decides.
+func Target(p *pool.Pool) int {
+	if a := p.Spec.Autoscaling; a != nil {
+		return a.InitialScale
+	}
+	return p.Spec.DesiredCount
+}
+
+// apply writes the plan: member records, then the job, then forgotten
+// records, then the pool itself when it is gone. Each step is idempotent, so
+// a pass cut short by lost leadership is finished by the next leader.
+func (c *Controller) apply(ctx context.Context, p *pool.Pool, members []*pool.Member, snap *nomadjob.Snapshot, tmpl *api.Job, act reconcile.Actions) error {
+	writes := slices.Concat(act.Create, act.Update)
+	if len(writes) > 0 {
+		if err := c.store.PutMembers(ctx, writes); err != nil {
+			return err
+		}
+		for _, m := range act.Create {
+			c.log.Info("member created", "pool", p.Spec.Name, "pool_id", p.ID, "member", m.ID, "generation", m.Generation)
+		}
+		for _, m := range act.Update {
+			c.log.Info("member "+string(m.Phase), "pool", p.Spec.Name, "pool_id", p.ID, "member", m.ID)
+		}
+	}
+
+	after := merge(members, act)
+	switch act.Job {
+	case reconcile.JobSync:
+		if err := c.nomad.Sync(ctx, p, snap.Job, tmpl, after); err != nil {
+			return err
+		}
+	case reconcile.JobPurge:
+		if snap.JobExists() {
+			if err := c.nomad.Purge(ctx, p); err != nil {
+				return err
+			}
+			c.log.Info("job purged", "pool", p.Spec.Name, "pool_id", p.ID, "job", p.JobID())
+		}
+	}
+
+	if len(act.Forget) > 0 {
+		if err := c.store.DeleteMembers(ctx, act.Forget); err != nil {
+			return err
+		}
+		for _, m := range act.Forget {
+			c.log.Info("member deleted", "pool", p.Spec.Name, "pool_id", p.ID, "member", m.ID)
+		}
+	}
+	if act.DeletePool {
+		if err := c.store.RemovePool(ctx, p); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		delete(c.templates, p.ID)
+		c.mu.Unlock()
+		c.log.Info("pool deleted", "pool", p.Spec.Name, "pool_id", p.ID)
+	}
+	return nil
+}
+
+// merge returns the member records as they are after act.
+func merge(members []*pool.Member, act reconcile.Actions) []*pool.Member {
+	byID := map[string]*pool.Member{}
+	for _, m := range members {
+		byID[m.ID] = m
+	}
+	for _, m := range act.Update {
+		byID[m.ID] = m
+	}
+	for _, m := range act.Forget {
+		delete(byID, m.ID)
+	}
+	out := slices.Concat(act.Create)
+	for _, m := range members {
+		if n, ok := byID[m.ID]; ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// template returns the pool's parsed template, asking Nomad only when the
+// template generation changes. nil means it does not parse.
+func (c *Controller) template(p *pool.Pool) *api.Job {
+	c.mu.Lock()
+	t, ok := c.templates[p.ID]
+	c.mu.Unlock()
+	if ok && t.generation == p.TemplateGeneration {
+		return t.job
+	}
+	job, err := c.nomad.Template(p)
+	if err != nil {
+		c.log.Error("template does not parse", "pool", p.Spec.Name, "pool_id", p.ID, "error", err)
+		return nil
+	}
+	c.mu.Lock()
+	c.templates[p.ID] = cachedTemplate{generation: p.TemplateGeneration, job: job}
+	c.mu.Unlock()
+	return job
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
