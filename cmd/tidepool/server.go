@@ -29,7 +29,9 @@ type serverCommand struct {
 	ui cli.Ui
 }
 
-func (c *serverCommand) Synopsis() string { return "Run a controller: API, leader election and reconciler" }
+func (c *serverCommand) Synopsis() string {
+	return "Run a controller: API, leader election and reconciler"
+}
 
 func (c *serverCommand) Help() string {
 	return strings.TrimSpace(`

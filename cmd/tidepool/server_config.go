@@ -220,7 +220,7 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		assign(&d.ActivationScale, a.ActivationScale)
 		assign(&d.PanicWindowPercentage, a.PanicWindowPercentage)
 		assign(&d.PanicThresholdPercentage, a.PanicThresholdPercentage)
-		var sdd, sw, qt time.Duration = d.ScaleDownDelay.D(), d.StableWindow.D(), d.QueueTimeout.D()
+		sdd, sw, qt := d.ScaleDownDelay.D(), d.StableWindow.D(), d.QueueTimeout.D()
 		dur("autoscaler.scale_down_delay", &sdd, a.ScaleDownDelay)
 		dur("autoscaler.stable_window", &sw, a.StableWindow)
 		dur("autoscaler.queue_timeout", &qt, a.QueueTimeout)

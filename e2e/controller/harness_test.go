@@ -105,12 +105,12 @@ func (e *env) template() string {
 }
 
 // createPool stores a pool as the API will, with short drain timers.
-func (e *env) createPool(id, name string, count int, timeout, grace time.Duration) *pool.Pool {
+func (e *env) createPool(id string, count int, timeout, grace time.Duration) *pool.Pool {
 	e.t.Helper()
 	p := &pool.Pool{
 		ID: id, Owner: "alice", TemplateGeneration: 1, CreatedAt: time.Now(), UpdatedAt: time.Now(),
 		Spec: pool.Spec{
-			Name: name, Template: e.template(), DesiredCount: count, Active: true,
+			Name: "web", Template: e.template(), DesiredCount: count, Active: true,
 			Ports: []pool.Port{{Label: "http", Number: 8080, Protocol: pool.ProtocolHTTP}},
 			Drain: pool.Drain{Timeout: pool.Duration(timeout), GracePeriod: pool.Duration(grace)},
 		},

@@ -23,7 +23,7 @@ import (
 func TestPool_ScaleDownDrainsStopsDeletesAndScaleUpRestarts(t *testing.T) {
 	e := newEnv(t)
 	e.startServer("ctrl-a")
-	p := e.createPool("p-scale001", "web", 3, 2*time.Second, 4*time.Second)
+	p := e.createPool("p-scale001", 3, 2*time.Second, 4*time.Second)
 
 	created := time.Now()
 	addrs := e.waitRunning(p.ID, 3, 90*time.Second)
@@ -148,7 +148,7 @@ func TestPool_ScaleDownDrainsStopsDeletesAndScaleUpRestarts(t *testing.T) {
 func TestMember_DeadIsReplaced(t *testing.T) {
 	e := newEnv(t)
 	e.startServer("ctrl-a")
-	p := e.createPool("p-dead0001", "web", 2, 2*time.Second, 4*time.Second)
+	p := e.createPool("p-dead0001", 2, 2*time.Second, 4*time.Second)
 	e.waitRunning(p.ID, 2, 90*time.Second)
 
 	victim := keys(e.members(p.ID))[0]
@@ -194,7 +194,7 @@ func TestMember_DeadIsReplaced(t *testing.T) {
 func TestPool_StopStartDelete(t *testing.T) {
 	e := newEnv(t)
 	e.startServer("ctrl-a")
-	p := e.createPool("p-stop0001", "web", 2, 2*time.Second, 2*time.Second)
+	p := e.createPool("p-stop0001", 2, 2*time.Second, 2*time.Second)
 	e.waitRunning(p.ID, 2, 90*time.Second)
 	original := keys(e.members(p.ID))
 
@@ -242,7 +242,7 @@ func TestPool_StopStartDelete(t *testing.T) {
 	}
 	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "pool and job gone", func(context.Context) error {
 		if _, err := e.store.GetPool(ctx, p.ID); !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("pool record: %v", err)
+			return fmt.Errorf("pool record: %w", err)
 		}
 		if n := len(e.members(p.ID)); n != 0 {
 			return fmt.Errorf("%d member records", n)
@@ -262,7 +262,7 @@ func TestPool_StopStartDelete(t *testing.T) {
 func TestLeaderFailover_FinishesDrain(t *testing.T) {
 	e := newEnv(t)
 	a := e.startServer("ctrl-a")
-	p := e.createPool("p-fail0001", "web", 3, 8*time.Second, 2*time.Second)
+	p := e.createPool("p-fail0001", 3, 8*time.Second, 2*time.Second)
 	e.waitRunning(p.ID, 3, 90*time.Second)
 	b := e.startServer("ctrl-b") // standby: a leads already
 	original := keys(e.members(p.ID))
