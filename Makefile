@@ -46,8 +46,8 @@ check: lint ## lint, go.mod tidiness and import boundaries
 	@scripts/check.sh
 
 .PHONY: dev
-dev: agents build ## Run the whole stack locally (Consul, Nomad, the echo job); Ctrl-C stops it
-	@$(BIN)/tidepool-dev -echo-bin $(BIN)/tidepool-echo -jobspec jobspecs/examples/echo.nomad.hcl
+dev: agents build ## Run the whole stack locally (agents, controller, the example echo pool); Ctrl-C stops it
+	@$(BIN)/tidepool-dev -bin-dir $(BIN) -pool jobspecs/examples/echo.pool.hcl
 
 .PHONY: bench
 bench: ## Run the Go benchmarks

@@ -1,7 +1,7 @@
 // Command tidepool-dev runs the local development stack behind `make dev`:
-// Consul and Nomad dev agents on their standard ports and the example echo
-// job, then prints where everything is. Ctrl-C stops it all and leaves no
-// process behind.
+// Consul and Nomad dev agents on their standard ports, one `tidepool
+// server`, and the example echo pool, then prints where everything is.
+// Ctrl-C stops it all and leaves no process behind.
 package main
 
 import (
@@ -9,19 +9,24 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
-	nomadapi "github.com/hashicorp/nomad/api"
-
 	"github.com/tidepool-run/tidepool/e2e/cluster"
+	"github.com/tidepool-run/tidepool/plugin/nomadjob"
+	"github.com/tidepool-run/tidepool/plugin/pool"
+	"github.com/tidepool-run/tidepool/plugin/poolspec"
+	"github.com/tidepool-run/tidepool/plugin/store"
 )
+
+// devOwner owns the example pool until tokens exist.
+const devOwner = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -29,33 +34,43 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("tidepool-dev", flag.ContinueOnError)
-	echoBin := fs.String("echo-bin", "bin/tidepool-echo", "path of the tidepool-echo binary")
-	jobspec := fs.String("jobspec", "jobspecs/examples/echo.nomad.hcl", "echo jobspec to register")
+	binDir := fs.String("bin-dir", "bin", "directory holding tidepool and tidepool-echo")
+	spec := fs.String("pool", "jobspecs/examples/echo.pool.hcl", "pool spec to apply")
 	consulPort := fs.Int("consul-port", 8500, "Consul HTTP port")
 	nomadPort := fs.Int("nomad-port", 4646, "Nomad HTTP port")
+	apiAddr := fs.String("api-addr", "127.0.0.1:4680", "controller API address")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := dev(ctx, *echoBin, *jobspec, *consulPort, *nomadPort); err != nil {
+	// Output piped to a pager or tee that Ctrl-C ends first must not kill
+	// us before the agents are stopped.
+	signal.Ignore(syscall.SIGPIPE)
+	if err := dev(ctx, *binDir, *spec, *apiAddr, *consulPort, *nomadPort); err != nil {
 		fmt.Fprintf(os.Stderr, "tidepool-dev: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func dev(ctx context.Context, echoBin, jobspec string, consulPort, nomadPort int) error {
-	echoBin, err := filepath.Abs(echoBin)
+func dev(ctx context.Context, binDir, specPath, apiAddr string, consulPort, nomadPort int) error {
+	binDir, err := filepath.Abs(binDir)
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(echoBin); err != nil {
-		return fmt.Errorf("echo binary: %w (run `make build`)", err)
+	for _, b := range []string{"tidepool", "tidepool-echo"} {
+		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
+			return fmt.Errorf("%s: %w (run `make build`)", b, err)
+		}
 	}
-	src, err := os.ReadFile(jobspec)
+	res, err := poolspec.ParseFile(specPath, poolspec.DefaultDefaults())
 	if err != nil {
-		return fmt.Errorf("read jobspec: %w", err)
+		return err
+	}
+	// Nomad's raw_exec finds tidepool-echo on the agent's PATH.
+	if err := os.Setenv("PATH", binDir+string(os.PathListSeparator)+os.Getenv("PATH")); err != nil {
+		return err
 	}
 
 	step("starting Consul and Nomad dev agents")
@@ -70,39 +85,52 @@ func dev(ctx context.Context, echoBin, jobspec string, consulPort, nomadPort int
 	}()
 	step("agents ready; logs in %s", c.Dir)
 
-	job, err := c.Nomad.Jobs().ParseHCLOpts(&nomadapi.JobsParseRequest{
-		JobHCL:    string(src),
-		Variables: fmt.Sprintf("echo_bin = %q\n", echoBin),
-	})
-	if err != nil {
-		return fmt.Errorf("parse %s: %w", jobspec, err)
-	}
-	if _, _, err := c.Nomad.Jobs().Register(job, nil); err != nil {
-		return fmt.Errorf("register %s: %w", jobspec, err)
-	}
-	step("registered job %q; waiting for it to pass its health check", *job.ID)
-
-	addr, err := waitPassing(ctx, c, "echo")
+	server, logPath, err := startServer(c, binDir, apiAddr)
 	if err != nil {
 		return err
 	}
-	if err := probe(ctx, addr); err != nil {
+	defer func() {
+		step("stopping the controller")
+		_ = server.Process.Signal(syscall.SIGTERM)
+		_ = server.Wait()
+	}()
+	if err := waitHealthy(ctx, apiAddr); err != nil {
+		return fmt.Errorf("controller: %w; see %s", err, logPath)
+	}
+	step("controller serving on http://%s; log in %s", apiAddr, logPath)
+
+	st := store.New(c.Consul, store.DefaultPrefix)
+	now := time.Now()
+	p := &pool.Pool{ID: pool.NewID(), Owner: devOwner, Spec: res.Spec, TemplateGeneration: 1, CreatedAt: now, UpdatedAt: now}
+	if err := st.CreatePool(ctx, p); err != nil {
+		return fmt.Errorf("create pool %s: %w", p.Spec.Name, err)
+	}
+	step("created pool %q (%s) with %d members; Nomad job %s", p.Spec.Name, p.ID, p.Spec.DesiredCount, p.JobID())
+
+	addrs, err := waitMembers(ctx, c, p)
+	if err != nil {
 		return err
 	}
 
 	fmt.Printf(`
 Tidepool dev stack is up.
 
-  Consul UI   http://%[1]s/ui
-  Nomad UI    %[2]s/ui
-  echo        http://%[3]s
+  Consul UI    http://%[1]s/ui
+  Nomad UI     %[2]s/ui/jobs/%[3]s
+  Controller   http://%[4]s/v1/health
 
-Try:
-  curl http://%[3]s/hello
-  export CONSUL_HTTP_ADDR=%[1]s NOMAD_ADDR=%[2]s
+Pool %[5]q members:
+`, c.ConsulAddr, c.NomadAddr, p.JobID(), apiAddr, p.Spec.Name)
+	for _, m := range sortedKeys(addrs) {
+		fmt.Printf("  %-10s curl http://%s/hello\n", m, addrs[m])
+	}
+	fmt.Printf(`
+Use the agents' own CLIs:
+  export CONSUL_HTTP_ADDR=%s NOMAD_ADDR=%s
+  nomad job status %s
 
 Ctrl-C stops everything.
-`, c.ConsulAddr, c.NomadAddr, addr)
+`, c.ConsulAddr, c.NomadAddr, p.JobID())
 	<-ctx.Done()
 	fmt.Println()
 	return nil
@@ -112,44 +140,82 @@ func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
-// waitPassing blocks on Consul until a passing instance of service exists
-// and returns its address.
-func waitPassing(ctx context.Context, c *cluster.Cluster, service string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+func startServer(c *cluster.Cluster, binDir, apiAddr string) (*exec.Cmd, string, error) {
+	logPath := filepath.Join(c.Dir, "tidepool-server.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(filepath.Join(binDir, "tidepool"), "server", "-http-addr", apiAddr, "-name", "dev")
+	cmd.Env = append(os.Environ(), c.Env()...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		_ = f.Close()
+		return nil, "", fmt.Errorf("start controller: %w", err)
+	}
+	return cmd, logPath, nil
+}
+
+func waitHealthy(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var index uint64
 	for {
-		q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx)
-		entries, meta, err := c.Consul.Health().Service(service, "", true, q)
-		switch {
-		case err == nil && len(entries) > 0:
-			s := entries[0].Service
-			return fmt.Sprintf("%s:%d", s.Address, s.Port), nil
-		case err == nil:
-			index = meta.LastIndex
-		case ctx.Err() != nil:
-			return "", fmt.Errorf("service %q not passing: %w", service, ctx.Err())
-		default:
-			time.Sleep(time.Second) // Consul hiccup: retry without a tight loop
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/health", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("not healthy within 30s")
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
-func probe(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/hello", nil)
+// waitMembers waits until the pool's desired members pass their checks,
+// printing progress, and returns member → HTTP address.
+func waitMembers(ctx context.Context, c *cluster.Cluster, p *pool.Pool) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	tmpl, err := nomadjob.ParseTemplate(c.Nomad.Jobs(), &p.Spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("probe echo: %w", err)
+	service := nomadjob.ServiceForPort(tmpl, p.Spec.Ports[0].Label)
+	last := -1
+	for {
+		addrs := map[string]string{}
+		entries, _, err := c.Consul.Health().ServiceMultipleTags(service, []string{nomadjob.PoolTag(p.ID)}, true, nil)
+		if err == nil {
+			for _, e := range entries {
+				addrs[e.Service.Meta[nomadjob.MetaMember]] = fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
+			}
+		}
+		if len(addrs) != last {
+			step("%d of %d members passing their %q checks", len(addrs), p.Spec.DesiredCount, service)
+			last = len(addrs)
+		}
+		if len(addrs) >= p.Spec.DesiredCount {
+			return addrs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("members not passing: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
-	defer func() { _ = resp.Body.Close() }()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return err
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return errors.New("probe echo: " + resp.Status)
-	}
-	return nil
+	sort.Strings(out)
+	return out
 }

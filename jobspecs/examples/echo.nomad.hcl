@@ -1,11 +1,9 @@
-# A member template: a Nomad jobspec with exactly one task group. Tidepool
-# stamps the group once per member (group name = member id). `make dev` also
-# registers it as-is so the agents have something to run.
-
-variable "echo_bin" {
-  type        = string
-  description = "Absolute path of the tidepool-echo binary (`make build` puts it in bin/)."
-}
+# Member template for the example echo pool: a Nomad jobspec with exactly
+# one task group. Tidepool stamps the group once per member (group name =
+# member id) and tags its services so the gateway can find each member.
+#
+# raw_exec finds tidepool-echo on the Nomad agent's PATH; `make dev` puts
+# bin/ there. Elsewhere, use an absolute path.
 
 job "echo" {
   type        = "service"
@@ -15,6 +13,15 @@ job "echo" {
     network {
       port "http" {}
       port "tcp" {}
+    }
+
+    # Nomad restarts a crashed member twice; after that the member is dead
+    # and Tidepool replaces it.
+    restart {
+      attempts = 2
+      interval = "1m"
+      delay    = "1s"
+      mode     = "fail"
     }
 
     service {
@@ -29,11 +36,22 @@ job "echo" {
       }
     }
 
+    service {
+      name = "echo-tcp"
+      port = "tcp"
+
+      check {
+        type     = "tcp"
+        interval = "2s"
+        timeout  = "1s"
+      }
+    }
+
     task "echo" {
       driver = "raw_exec"
 
       config {
-        command = var.echo_bin
+        command = "tidepool-echo"
       }
 
       # Long enough for in-flight requests to finish after SIGTERM.

@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -78,4 +80,11 @@ func MembersChanged(old, new *Spec) bool {
 		}
 	}
 	return false
+}
+
+// NewID returns a random pool id such as "p-0a1b2c3d".
+func NewID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return "p-" + hex.EncodeToString(b)
 }

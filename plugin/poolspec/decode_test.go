@@ -74,3 +74,16 @@ func TestSourceMap_LocatesServerFieldErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestExamples_Parse keeps the shipped example specs valid.
+func TestExamples_Parse(t *testing.T) {
+	files, _ := filepath.Glob("../../jobspecs/examples/*.pool.hcl")
+	if len(files) == 0 {
+		t.Fatal("no example pool specs found")
+	}
+	for _, f := range files {
+		if _, err := ParseFile(f, DefaultDefaults()); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
