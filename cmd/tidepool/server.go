@@ -106,7 +106,11 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: api.New(elector, versionString()), ReadHeaderTimeout: 10 * time.Second}
+	apiServer := &api.Server{
+		Store: st, Nomad: driver, Lead: elector, Defaults: cfg.Defaults,
+		Version: versionString(), Log: log.Named("api"),
+	}
+	srv := &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("serving API", "addr", ln.Addr().String(), "name", cfg.Name, "kv_prefix", st.Prefix())
 
 	var wg sync.WaitGroup

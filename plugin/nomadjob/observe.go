@@ -63,7 +63,9 @@ func Observe(job *api.Job, allocs []*api.AllocationListStub, services []*consula
 	}
 	for member, h := range health {
 		o := obs[member]
-		o.Healthy = h.seen >= len(ports) && h.passing == h.seen && o.Alloc == reconcile.AllocRunning
+		// Consul alone decides health: the allocation status Nomad's
+		// servers hold can trail the checks.
+		o.Healthy = h.seen >= len(ports) && h.passing == h.seen && o.Alloc != reconcile.AllocStopped && o.Alloc != reconcile.AllocDead
 		o.Address = addr[member]
 		obs[member] = o
 	}

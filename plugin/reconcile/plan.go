@@ -42,7 +42,8 @@ type Observation struct {
 	Count   int
 	Alloc   AllocState
 	AllocID string
-	// Healthy: every Consul check of every service of the member passes.
+	// Healthy: every pool port of the member has a service whose Consul
+	// checks all pass — the gateway may be sending it work.
 	Healthy bool
 	// Address is host:port of the member's first pool port.
 	Address string
@@ -271,9 +272,12 @@ func (p *planner) advanceDrains() {
 
 // idle reports whether a draining member certainly has no work in flight.
 func (p *planner) idle(m *pool.Member) bool {
-	switch p.obs[m.ID].Alloc {
-	case AllocNone, AllocPending, AllocStopped, AllocDead:
-		return true // no process, so nothing in flight
+	o := p.obs[m.ID]
+	if o.Alloc != AllocRunning && !o.Healthy {
+		// No process, so nothing in flight. A passing Consul check
+		// outranks a lagging allocation status: Nomad's client reports
+		// "running" to the servers in batches, after checks may pass.
+		return true
 	}
 	n, known := p.in.InFlight[m.ID]
 	return known && n == 0 && p.wasDraining[m.ID]

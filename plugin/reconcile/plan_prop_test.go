@@ -102,14 +102,14 @@ func TestPlan_Invariants(t *testing.T) {
 			o := in.Observed[u.ID]
 			deadByNomad := b.Phase == pool.PhaseRunning && o.InJob && o.Count > 0 && o.Alloc == AllocDead
 			drainDone := !now.Before(b.Since.Add(spec.Drain.Timeout.D())) ||
-				(o.Alloc != AllocRunning) ||
+				(o.Alloc != AllocRunning && !o.Healthy) ||
 				func() bool { n, ok := in.InFlight[u.ID]; return ok && n == 0 }()
 			switch u.Phase {
 			case pool.PhaseStopped:
 				// Never stop a member that has not drained.
 				switch {
 				case b.Phase == pool.PhaseDraining && drainDone:
-				case b.Phase == pool.PhaseRunning && (deadByNomad || o.Alloc != AllocRunning || spec.Drain.Timeout == 0):
+				case b.Phase == pool.PhaseRunning && (deadByNomad || (o.Alloc != AllocRunning && !o.Healthy) || spec.Drain.Timeout == 0):
 				default:
 					t.Fatalf("%s: %s → stopped without a finished drain", u.ID, b.Phase)
 				}

@@ -295,3 +295,18 @@ func TestSurge(t *testing.T) {
 		}
 	}
 }
+
+// TestPlan_PassingMemberWithLaggingAllocStatusDrains: Consul may pass a
+// member's checks before Nomad's servers learn its allocation runs. Such a
+// member can have work in flight, so scale-down drains it.
+func TestPlan_PassingMemberWithLaggingAllocStatusDrains(t *testing.T) {
+	lagging := Observation{InJob: true, Count: 1, Alloc: AllocPending, Healthy: true}
+	got := Plan(Input{
+		Pool: testPool(true, 1), Target: 0, Now: now, NewID: ids(), JobExists: true,
+		Members:  []*pool.Member{mem("m-a", pool.PhaseRunning, 1, 60, 60)},
+		Observed: map[string]Observation{"m-a": lagging},
+	})
+	if s := summary(got); s != "m-a→draining" {
+		t.Fatalf("plan: %s", s)
+	}
+}

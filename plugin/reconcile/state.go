@@ -16,7 +16,7 @@ func MemberState(m *pool.Member, o Observation) pool.MemberState {
 	switch {
 	case o.Alloc == AllocDead:
 		return pool.MemberDead
-	case o.Alloc == AllocRunning && o.Healthy:
+	case o.Healthy:
 		return pool.MemberAlive
 	case o.Alloc == AllocRunning:
 		return pool.MemberStarting
