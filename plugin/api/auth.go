@@ -118,9 +118,6 @@ func (s *Server) createToken(c *gin.Context) {
 	if err := pool.ValidName(req.User); err != nil {
 		fields = append(fields, pool.FieldError{Field: "user", Message: err.Error()})
 	}
-	if len(req.Permissions) == 0 {
-		fields = append(fields, pool.FieldError{Field: "permissions", Message: "at least one of \"use-pools\", \"admin\""})
-	}
 	for i, p := range req.Permissions {
 		if p != PermUsePools && p != PermAdmin {
 			fields = append(fields, pool.FieldError{Field: "permissions[" + itoa(i) + "]", Message: "\"" + p + "\" is not a permission (want \"use-pools\" or \"admin\")"})
@@ -129,6 +126,9 @@ func (s *Server) createToken(c *gin.Context) {
 	if len(fields) > 0 {
 		invalid(c, "invalid token request", fields)
 		return
+	}
+	if req.Permissions == nil {
+		req.Permissions = []string{} // a read-only token
 	}
 	secret, accessor := newSecret()
 	t := &store.Token{AccessorID: accessor, User: req.User, Permissions: req.Permissions, CreatedAt: s.Now().UTC(), Hash: HashToken(secret)}
