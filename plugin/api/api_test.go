@@ -165,7 +165,7 @@ func TestAPI(t *testing.T) {
 	t.Run("auth", func(t *testing.T) {
 		e.do("GET", "/api/pools", "", nil, http.StatusUnauthorized, nil)
 		e.do("GET", "/api/pools", "tp_not-a-token", nil, http.StatusUnauthorized, nil)
-		req, _ := http.NewRequest("GET", e.url+"/api/pools", nil)
+		req, _ := http.NewRequest(http.MethodGet, e.url+"/api/pools", nil)
 		req.Header.Set("Authorization", "Basic "+e.alice)
 		e.send(req, http.StatusUnauthorized, nil)
 		e.do("POST", "/api/tokens", e.alice, map[string]any{"user": "x", "permissions": []string{"admin"}}, http.StatusForbidden, nil)
@@ -243,14 +243,14 @@ func TestAPI(t *testing.T) {
 		e.do("POST", "/api/pools", e.alice, spec("web"), http.StatusConflict, nil)
 
 		var updated PoolInfo
-		req, _ := http.NewRequest("PUT", e.url+"/api/pools/web", strings.NewReader(mustJSON(with(spec("web"), "desired_count", 4))))
+		req, _ := http.NewRequest(http.MethodPut, e.url+"/api/pools/web", strings.NewReader(mustJSON(with(spec("web"), "desired_count", 4))))
 		req.Header.Set("Authorization", "Bearer "+e.alice)
 		req.Header.Set("If-Match", fmt.Sprintf("%q", fmt.Sprint(created.Generation)))
 		e.send(req, http.StatusOK, &updated)
 		if updated.DesiredCount != 4 || updated.Generation != created.Generation+1 || updated.TemplateGeneration != 1 {
 			t.Fatalf("updated %+v", updated)
 		}
-		stale, _ := http.NewRequest("PUT", e.url+"/api/pools/web", strings.NewReader(mustJSON(spec("web"))))
+		stale, _ := http.NewRequest(http.MethodPut, e.url+"/api/pools/web", strings.NewReader(mustJSON(spec("web"))))
 		stale.Header.Set("Authorization", "Bearer "+e.alice)
 		stale.Header.Set("If-Match", fmt.Sprint(created.Generation))
 		e.send(stale, http.StatusConflict, nil)

@@ -31,7 +31,7 @@ var (
 	ErrNotFound  = errors.New("not found")
 	ErrConflict  = errors.New("modified concurrently")
 	ErrNameTaken = errors.New("name already taken")
-	// ErrPoolActive: only a stopped pool may be deleted (SPEC.md §4).
+	// ErrPoolActive means the pool must be stopped before it is deleted (SPEC.md §4).
 	ErrPoolActive = errors.New("stop the pool before deleting it")
 )
 

@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// ErrBootstrapped: the cluster's first admin token was already issued.
+// ErrBootstrapped means the cluster's first admin token was already issued.
 var ErrBootstrapped = errors.New("tokens already bootstrapped")
 
 // Token is a stored API token. Only the SHA-256 of its secret is kept: the
