@@ -19,14 +19,9 @@ import (
 	"time"
 
 	"github.com/tidepool-run/tidepool/e2e/cluster"
-	"github.com/tidepool-run/tidepool/plugin/nomadjob"
-	"github.com/tidepool-run/tidepool/plugin/pool"
+	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
-	"github.com/tidepool-run/tidepool/plugin/store"
 )
-
-// devOwner owns the example pool until tokens exist.
-const devOwner = "dev"
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -39,6 +34,7 @@ func run(args []string) int {
 	consulPort := fs.Int("consul-port", 8500, "Consul HTTP port")
 	nomadPort := fs.Int("nomad-port", 4646, "Nomad HTTP port")
 	apiAddr := fs.String("api-addr", "127.0.0.1:4680", "controller API address")
+	tokenFile := fs.String("token-file", ".dev/token", "where to write the bootstrapped admin token")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -47,14 +43,14 @@ func run(args []string) int {
 	// Output piped to a pager or tee that Ctrl-C ends first must not kill
 	// us before the agents are stopped.
 	signal.Ignore(syscall.SIGPIPE)
-	if err := dev(ctx, *binDir, *spec, *apiAddr, *consulPort, *nomadPort); err != nil {
+	if err := dev(ctx, *binDir, *spec, *apiAddr, *tokenFile, *consulPort, *nomadPort); err != nil {
 		fmt.Fprintf(os.Stderr, "tidepool-dev: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func dev(ctx context.Context, binDir, specPath, apiAddr string, consulPort, nomadPort int) error {
+func dev(ctx context.Context, binDir, specPath, apiAddr, tokenFile string, consulPort, nomadPort int) error {
 	binDir, err := filepath.Abs(binDir)
 	if err != nil {
 		return err
@@ -99,18 +95,42 @@ func dev(ctx context.Context, binDir, specPath, apiAddr string, consulPort, noma
 	}
 	step("controller serving on http://%s; log in %s", apiAddr, logPath)
 
-	st := store.New(c.Consul, store.DefaultPrefix)
-	now := time.Now()
-	p := &pool.Pool{ID: pool.NewID(), Owner: devOwner, Spec: res.Spec, TemplateGeneration: 1, CreatedAt: now, UpdatedAt: now}
-	if err := st.CreatePool(ctx, p); err != nil {
-		return fmt.Errorf("create pool %s: %w", p.Spec.Name, err)
-	}
-	step("created pool %q (%s) with %d members; Nomad job %s", p.Spec.Name, p.ID, p.Spec.DesiredCount, p.JobID())
-
-	addrs, err := waitMembers(ctx, c, p)
+	api, err := client.New(apiAddr, "")
 	if err != nil {
 		return err
 	}
+	boot, err := api.Bootstrap(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrap a token: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(tokenFile), 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(tokenFile, []byte(boot.Token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write token: %w", err)
+	}
+	step("bootstrapped an admin token into %s", tokenFile)
+
+	step("applying %s", specPath)
+	apply := exec.CommandContext(ctx, filepath.Join(binDir, "tidepool"), "pool", "apply", specPath)
+	apply.Env = append(os.Environ(), "TIDEPOOL_ADDR=http://"+apiAddr, "TIDEPOOL_TOKEN="+boot.Token)
+	apply.Stdout, apply.Stderr = os.Stdout, os.Stderr
+	if err := apply.Run(); err != nil {
+		return fmt.Errorf("tidepool pool apply: %w", err)
+	}
+	cl, err := client.New(apiAddr, boot.Token)
+	if err != nil {
+		return err
+	}
+	info, err := cl.GetPool(ctx, res.Spec.Name)
+	if err != nil {
+		return err
+	}
+	addrs := map[string]string{}
+	for _, m := range info.Members {
+		addrs[m.ID] = m.Address
+	}
+	p := struct{ JobID, Name string }{info.NomadJobID, info.Name}
 
 	fmt.Printf(`
 Tidepool dev stack is up.
@@ -120,17 +140,24 @@ Tidepool dev stack is up.
   Controller   http://%[4]s/v1/health
 
 Pool %[5]q members:
-`, c.ConsulAddr, c.NomadAddr, p.JobID(), apiAddr, p.Spec.Name)
+`, c.ConsulAddr, c.NomadAddr, p.JobID, apiAddr, p.Name)
 	for _, m := range sortedKeys(addrs) {
 		fmt.Printf("  %-10s curl http://%s/hello\n", m, addrs[m])
 	}
 	fmt.Printf(`
-Use the agents' own CLIs:
-  export CONSUL_HTTP_ADDR=%s NOMAD_ADDR=%s
-  nomad job status %s
+Try the CLI (the admin token is in %[4]s):
+  export TIDEPOOL_TOKEN=$(cat %[4]s)
+  bin/tidepool pool list
+  bin/tidepool pool status %[5]s
+  bin/tidepool pool set-size %[5]s 1
+  bin/tidepool pool stop %[5]s && bin/tidepool pool start %[5]s
+
+And the agents' own:
+  export CONSUL_HTTP_ADDR=%[1]s NOMAD_ADDR=%[2]s
+  nomad job status %[3]s
 
 Ctrl-C stops everything.
-`, c.ConsulAddr, c.NomadAddr, p.JobID())
+`, c.ConsulAddr, c.NomadAddr, p.JobID, tokenFile, p.Name)
 	<-ctx.Done()
 	fmt.Println()
 	return nil
@@ -173,40 +200,6 @@ func waitHealthy(ctx context.Context, addr string) error {
 		case <-ctx.Done():
 			return errors.New("not healthy within 30s")
 		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// waitMembers waits until the pool's desired members pass their checks,
-// printing progress, and returns member → HTTP address.
-func waitMembers(ctx context.Context, c *cluster.Cluster, p *pool.Pool) (map[string]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	tmpl, err := nomadjob.ParseTemplate(c.Nomad.Jobs(), &p.Spec)
-	if err != nil {
-		return nil, err
-	}
-	service := nomadjob.ServiceForPort(tmpl, p.Spec.Ports[0].Label)
-	last := -1
-	for {
-		addrs := map[string]string{}
-		entries, _, err := c.Consul.Health().ServiceMultipleTags(service, []string{nomadjob.PoolTag(p.ID)}, true, nil)
-		if err == nil {
-			for _, e := range entries {
-				addrs[e.Service.Meta[nomadjob.MetaMember]] = fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
-			}
-		}
-		if len(addrs) != last {
-			step("%d of %d members passing their %q checks", len(addrs), p.Spec.DesiredCount, service)
-			last = len(addrs)
-		}
-		if len(addrs) >= p.Spec.DesiredCount {
-			return addrs, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("members not passing: %w", ctx.Err())
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

@@ -39,17 +39,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return exitError
 	}
-	// cli.CLI answers an unknown command with its help and exit 127; the
-	// contract says a usage error is 2.
-	if code == 127 {
+	// cli.CLI answers an unknown command with its help and exit 127, and
+	// a bare command group (RunResultHelp) with exit 1; both are usage
+	// errors, which the contract says exit 2.
+	if code == 127 || (code == 1 && !c.IsHelp() && isGroup(args)) {
 		return exitUsage
 	}
 	return code
 }
 
 func commands(ui cli.Ui) map[string]cli.CommandFactory {
-	return map[string]cli.CommandFactory{
+	cmds := map[string]cli.CommandFactory{
 		"version": func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
 		"server":  func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
 	}
+	for _, group := range []map[string]cli.CommandFactory{poolCommands(ui), tokenCommands(ui)} {
+		for name, f := range group {
+			cmds[name] = f
+		}
+	}
+	return cmds
+}
+
+// isGroup reports whether args name only a command group, such as `pool`.
+func isGroup(args []string) bool {
+	return len(args) == 1 && (args[0] == "pool" || args[0] == "token")
 }
