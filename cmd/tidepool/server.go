@@ -97,7 +97,7 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 	st := store.New(consul, cfg.KVPrefix)
 	driver := nomadjob.NewDriver(nomad.Jobs(), consul.Health())
 	elector := leader.New(consul, leader.Config{
-		Key: st.Prefix() + "/leader", Name: cfg.Name,
+		Key: st.Layout().LeaderKey(), Name: cfg.Name,
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
 	}, log)
 	ctrl := controller.New(st, driver, nil, controller.Config{SweepInterval: cfg.SweepInterval}, log)

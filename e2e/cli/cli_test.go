@@ -4,6 +4,7 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,7 +42,8 @@ func (e *cliEnv) run(stdin string, args ...string) (int, string, string) {
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		e.t.Fatalf("run %v: %v", args, err)
@@ -58,7 +61,7 @@ func (e *cliEnv) ok(args ...string) string {
 	return out
 }
 
-func (e *cliEnv) status(name string) *api.PoolInfo {
+func (e *cliEnv) status(name string) *api.PoolInfo { //nolint:unparam // reads better with the name
 	e.t.Helper()
 	var info api.PoolInfo
 	if err := json.Unmarshal([]byte(e.ok("pool", "status", "-json", name)), &info); err != nil {
@@ -186,18 +189,42 @@ func TestCLI_PoolLifecycle(t *testing.T) {
 
 	// set-size 3 → 1: status shows the excess members draining, stopped,
 	// deleting, then gone.
-	e.ok("pool", "set-size", "web", "1")
+	// Deleting lasts only as long as Nomad takes to drop the group, so
+	// several `status` loops watch at once to catch every state.
+	var mu sync.Mutex
 	seen := map[pool.MemberState]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, out, _ := e.run("", "pool", "status", "-json", "web")
+				var info api.PoolInfo
+				if code != 0 || json.Unmarshal([]byte(out), &info) != nil {
+					continue
+				}
+				mu.Lock()
+				for _, m := range info.Members {
+					seen[m.State] = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	e.ok("pool", "set-size", "web", "1")
 	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "scale-down to 1 seen through status", func(context.Context) error {
-		info := e.status("web")
-		for _, m := range info.Members {
-			seen[m.State] = true
-		}
-		if len(info.Members) != 1 {
-			return fmt.Errorf("%d members", len(info.Members))
+		if n := len(e.status("web").Members); n != 1 {
+			return fmt.Errorf("%d members", n)
 		}
 		return nil
 	})
+	close(stop)
+	wg.Wait()
 	for _, s := range []pool.MemberState{pool.MemberDraining, pool.MemberStopped, pool.MemberDeleting} {
 		if !seen[s] {
 			t.Errorf("status never showed a member %s (saw %v)", s, seen)

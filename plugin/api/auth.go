@@ -2,7 +2,6 @@ package api
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
@@ -39,12 +38,6 @@ const callerKey = "tidepool.caller"
 
 func callerOf(c *gin.Context) *caller { return c.MustGet(callerKey).(*caller) }
 
-// HashToken is the stored form of a secret: hex SHA-256.
-func HashToken(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:])
-}
-
 // newSecret returns a random token secret and its accessor id.
 func newSecret() (secret, accessor string) {
 	b := make([]byte, 32)
@@ -63,7 +56,7 @@ func (s *Server) authenticate(c *gin.Context) {
 		abort(c, http.StatusUnauthorized, "missing token: send Authorization: Bearer <token>")
 		return
 	}
-	hash := HashToken(strings.TrimSpace(secret))
+	hash := pool.HashToken(strings.TrimSpace(secret))
 	t, err := s.Store.GetToken(c.Request.Context(), hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -96,7 +89,7 @@ func require(perm string) gin.HandlerFunc {
 
 func (s *Server) bootstrap(c *gin.Context) {
 	secret, accessor := newSecret()
-	t := &store.Token{AccessorID: accessor, User: "admin", Permissions: []string{PermAdmin, PermUsePools}, CreatedAt: s.Now().UTC(), Hash: HashToken(secret)}
+	t := &store.Token{AccessorID: accessor, User: "admin", Permissions: []string{PermAdmin, PermUsePools}, CreatedAt: s.Now().UTC(), Hash: pool.HashToken(secret)}
 	switch err := s.Store.Bootstrap(c.Request.Context(), t); {
 	case errors.Is(err, store.ErrBootstrapped):
 		abort(c, http.StatusConflict, "this cluster is already bootstrapped: ask an admin for a token")
@@ -131,7 +124,7 @@ func (s *Server) createToken(c *gin.Context) {
 		req.Permissions = []string{} // a read-only token
 	}
 	secret, accessor := newSecret()
-	t := &store.Token{AccessorID: accessor, User: req.User, Permissions: req.Permissions, CreatedAt: s.Now().UTC(), Hash: HashToken(secret)}
+	t := &store.Token{AccessorID: accessor, User: req.User, Permissions: req.Permissions, CreatedAt: s.Now().UTC(), Hash: pool.HashToken(secret)}
 	if err := s.Store.CreateToken(c.Request.Context(), t); err != nil {
 		s.fail(c, err)
 		return

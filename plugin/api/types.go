@@ -101,6 +101,6 @@ type Error struct {
 
 // Permissions a token may carry.
 const (
-	PermUsePools = "use-pools"
-	PermAdmin    = "admin"
+	PermUsePools = pool.PermUsePools
+	PermAdmin    = pool.PermAdmin
 )

@@ -17,18 +17,18 @@ import (
 // changes.
 const (
 	MetaManaged    = "tidepool_managed"
-	MetaPoolID     = "tidepool_pool_id"
+	MetaPoolID     = pool.ServiceMetaPoolID
 	MetaOwner      = "tidepool_owner"
 	MetaPool       = "tidepool_pool"
-	MetaMember     = "tidepool_member"
+	MetaMember     = pool.ServiceMetaMember
 	MetaGeneration = "tidepool_generation"
-	MetaPort       = "tidepool_port"
+	MetaPort       = pool.ServiceMetaPort
 )
 
 // Service tags Tidepool adds to every member service. TagDraining marks a
 // draining member; unlike meta, a tag change is an in-place update.
 const (
-	TagTidepool = "tidepool"
+	TagTidepool = pool.ServiceTag
 	TagDraining = "tidepool-draining"
 )
 

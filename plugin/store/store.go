@@ -45,33 +45,33 @@ const DefaultPrefix = "tidepool"
 type Store struct {
 	kv     *api.KV
 	txn    *api.Txn
-	prefix string
+	layout pool.KV
 }
 
 // New returns a store under prefix (DefaultPrefix when empty).
 func New(client *api.Client, prefix string) *Store {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return &Store{kv: client.KV(), txn: client.Txn(), prefix: strings.Trim(prefix, "/")}
+	return &Store{kv: client.KV(), txn: client.Txn(), layout: pool.NewKV(prefix)}
 }
 
 // Prefix is the KV prefix the store writes under.
-func (s *Store) Prefix() string { return s.prefix }
+func (s *Store) Prefix() string { return s.layout.Prefix }
 
-func (s *Store) poolKey(id string) string          { return s.prefix + "/pools/" + id }
-func (s *Store) nameKey(owner, name string) string { return s.prefix + "/names/" + owner + "/" + name }
+// Layout is the key layout the store writes.
+func (s *Store) Layout() pool.KV { return s.layout }
+
+func (s *Store) poolKey(id string) string          { return s.layout.PoolKey(id) }
+func (s *Store) nameKey(owner, name string) string { return s.layout.NameKey(owner, name) }
 func (s *Store) membersPrefix(poolID string) string {
-	return s.prefix + "/members/" + poolID + "/"
+	return s.layout.PoolMembersPrefix(poolID)
 }
-func (s *Store) memberKey(m *pool.Member) string { return s.membersPrefix(m.PoolID) + m.ID }
-func (s *Store) tombstoneKey(id string) string   { return s.prefix + "/tombstones/" + id }
+func (s *Store) memberKey(m *pool.Member) string { return s.layout.MemberKey(m.PoolID, m.ID) }
+func (s *Store) tombstoneKey(id string) string   { return s.layout.TombstoneKey(id) }
 
 // PoolsPrefix is the key prefix of pool records, for watchers.
-func (s *Store) PoolsPrefix() string { return s.prefix + "/pools/" }
+func (s *Store) PoolsPrefix() string { return s.layout.PoolsPrefix() }
 
 // MembersPrefix is the key prefix of all member records, for watchers.
-func (s *Store) MembersPrefix() string { return s.prefix + "/members/" }
+func (s *Store) MembersPrefix() string { return s.layout.MembersPrefix() }
 
 // Tombstone records a deleted pool, so its name and Nomad job can be
 // accounted for after the pool record is gone.

@@ -5,28 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
 // ErrBootstrapped means the cluster's first admin token was already issued.
 var ErrBootstrapped = errors.New("tokens already bootstrapped")
 
-// Token is a stored API token. Only the SHA-256 of its secret is kept: the
-// record is found by that hash, and the secret itself is never stored.
-type Token struct {
-	// AccessorID names the token in logs and listings without revealing it.
-	AccessorID  string    `json:"accessor_id"`
-	User        string    `json:"user"`
-	Permissions []string  `json:"permissions"`
-	CreatedAt   time.Time `json:"created_at"`
-	// Hash is the hex SHA-256 of the secret (also the key).
-	Hash string `json:"hash"`
-}
+// Token is the stored token record; see pool.Token.
+type Token = pool.Token
 
-func (s *Store) tokenKey(hash string) string { return s.prefix + "/tokens/" + hash }
-func (s *Store) bootstrapKey() string        { return s.prefix + "/tokens-bootstrapped" }
+func (s *Store) tokenKey(hash string) string { return s.layout.TokenKey(hash) }
+func (s *Store) bootstrapKey() string        { return s.layout.BootstrapKey() }
 
 // CreateToken stores a new token record.
 func (s *Store) CreateToken(ctx context.Context, t *Token) error {

@@ -1,0 +1,304 @@
+// Package routing builds the gateway's routing table from what Consul says
+// — pools and member phases from KV, member addresses and health from
+// service health — and picks a member for each request. The table is
+// immutable once built and swapped atomically, so the request path takes no
+// lock; per-member counters live outside it and survive every swap.
+package routing
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
+)
+
+// Instance is one member's Consul service for one port.
+type Instance struct {
+	Member  string
+	Port    string // port label
+	Address string // host:port
+	Passing bool
+}
+
+// Snapshot is everything the table is built from.
+type Snapshot struct {
+	Pools     []*pool.Pool
+	Members   []*pool.Member
+	Instances []Instance
+	// MembersIndex is the KV index of the member records, so the drain
+	// marks the table applies can be reported.
+	MembersIndex uint64
+}
+
+// Table routes requests. Build one with Build; never modify it.
+type Table struct {
+	hosts   map[string]*Route // "owner--pool--port"
+	pools   map[string]*Pool  // "owner/pool"
+	methods map[string]map[string][]*Route
+	// MembersIndex is the KV index of the drain marks this table applied.
+	MembersIndex uint64
+}
+
+// Pool is one pool's routes.
+type Pool struct {
+	ID, Owner, Name string
+	Active          bool
+	Ports           map[int]*Route // by port number
+	// Waiting: members should run but none is routable yet.
+	Waiting bool
+}
+
+// Route is one port of one pool: its routable backends, in a stable order.
+type Route struct {
+	PoolID, Owner, Pool string
+	Port                pool.Port
+	// MethodPath is where JSON-RPC calls go, for a methods port.
+	MethodPath string
+	Backends   []*Backend
+	// Waiting: members should run but none is routable yet (starting).
+	Waiting bool
+	// ContainerConcurrency caps in-flight requests per member; 0 = none.
+	ContainerConcurrency int
+	rr                   atomic.Uint64
+}
+
+// Backend is one routable member address for a route.
+type Backend struct {
+	Addr  string
+	Stats *MemberStats
+}
+
+// Lookup finds the route for a gateway host label "owner--pool--port".
+func (t *Table) Lookup(label string) (*Route, bool) {
+	r, ok := t.hosts[label]
+	return r, ok
+}
+
+// Pool finds an owner's pool by name.
+func (t *Table) Pool(owner, name string) (*Pool, bool) {
+	p, ok := t.pools[owner+"/"+name]
+	return p, ok
+}
+
+// Method lists the routes of the owner's pools that declare method.
+func (t *Table) Method(owner, method string) []*Route {
+	return t.methods[owner][method]
+}
+
+// MethodAnyOwner lists every owner's routes for method (admins may call any).
+func (t *Table) MethodAnyOwner(method string) []*Route {
+	var out []*Route
+	for _, byMethod := range t.methods {
+		out = append(out, byMethod[method]...)
+	}
+	return out
+}
+
+// Len is the number of routes, for metrics.
+func (t *Table) Len() int { return len(t.hosts) }
+
+// HostLabel is the first label of a gateway host name.
+func HostLabel(owner, name string, port int) string {
+	return owner + "--" + name + "--" + strconv.Itoa(port)
+}
+
+// ParseHost splits "owner--pool--port.domain[:port]" when it ends in domain.
+func ParseHost(host, domain string) (label string, ok bool) {
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i]
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	label, ok = strings.CutSuffix(host, "."+domain)
+	if !ok || strings.Contains(label, ".") || strings.Count(label, "--") != 2 {
+		return "", false
+	}
+	return label, true
+}
+
+// Build makes a table. A member is routable on a port when its phase is
+// running and its service for that port passes its checks. stats keeps
+// per-member counters across tables.
+func Build(s Snapshot, stats *Registry) *Table {
+	t := &Table{
+		hosts:        map[string]*Route{},
+		pools:        map[string]*Pool{},
+		methods:      map[string]map[string][]*Route{},
+		MembersIndex: s.MembersIndex,
+	}
+	byPool := map[string][]*pool.Member{}
+	for _, m := range s.Members {
+		byPool[m.PoolID] = append(byPool[m.PoolID], m)
+	}
+	inst := map[string]Instance{} // member/port → instance
+	for _, in := range s.Instances {
+		inst[in.Member+"/"+in.Port] = in
+	}
+	for _, p := range s.Pools {
+		if p.Deleting {
+			continue
+		}
+		pr := &Pool{ID: p.ID, Owner: p.Owner, Name: p.Spec.Name, Active: p.Spec.Active, Ports: map[int]*Route{}}
+		members := byPool[p.ID]
+		sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
+		cc := 0
+		if a := p.Spec.Autoscaling; a != nil {
+			cc = a.ContainerConcurrency
+		}
+		for _, port := range p.Spec.Ports {
+			r := &Route{PoolID: p.ID, Owner: p.Owner, Pool: p.Spec.Name, Port: port, ContainerConcurrency: cc}
+			if p.Spec.Methods != nil && p.Spec.Methods.Port == port.Label {
+				r.MethodPath = p.Spec.Methods.Path
+			}
+			if p.Spec.Active {
+				for _, m := range members {
+					if m.Phase != pool.PhaseRunning {
+						continue
+					}
+					in, ok := inst[m.ID+"/"+port.Label]
+					if ok && in.Passing && in.Address != "" {
+						r.Backends = append(r.Backends, &Backend{Addr: in.Address, Stats: stats.Member(p.ID, m.ID)})
+					} else {
+						r.Waiting = true
+					}
+				}
+			}
+			if len(r.Backends) > 0 {
+				r.Waiting = false
+			}
+			pr.Ports[port.Number] = r
+			pr.Waiting = pr.Waiting || r.Waiting
+			t.hosts[HostLabel(p.Owner, p.Spec.Name, port.Number)] = r
+		}
+		t.pools[p.Owner+"/"+p.Spec.Name] = pr
+		if ms := p.Spec.Methods; ms != nil && p.Spec.Active {
+			for _, r := range pr.Ports {
+				if r.Port.Label != ms.Port {
+					continue
+				}
+				if t.methods[p.Owner] == nil {
+					t.methods[p.Owner] = map[string][]*Route{}
+				}
+				for _, name := range ms.Names {
+					t.methods[p.Owner][name] = append(t.methods[p.Owner][name], r)
+				}
+			}
+		}
+	}
+	stats.Retain(s.Members)
+	return t
+}
+
+// Pick returns the next backend round-robin, skipping those in skip and
+// those at the route's container concurrency; nil when none is left.
+func (r *Route) Pick(skip map[*Backend]bool) *Backend {
+	n := len(r.Backends)
+	if n == 0 {
+		return nil
+	}
+	start := r.rr.Add(1) - 1
+	for i := range n {
+		b := r.Backends[(int(start)+i)%n]
+		if skip[b] {
+			continue
+		}
+		if r.ContainerConcurrency > 0 && b.Stats.InFlight() >= int64(r.ContainerConcurrency) {
+			continue
+		}
+		return b
+	}
+	return nil
+}
+
+// PickLeast returns the backend with the least in-flight work among
+// routes, round-robin among ties; nil when none is routable.
+func PickLeast(routes []*Route) (*Route, *Backend) {
+	var bestR *Route
+	var best []*Backend
+	bestN := int64(-1)
+	for _, r := range routes {
+		for _, b := range r.Backends {
+			n := b.Stats.InFlight()
+			switch {
+			case bestN < 0 || n < bestN:
+				bestN, best, bestR = n, []*Backend{b}, r
+			case n == bestN:
+				best = append(best, b)
+			}
+		}
+	}
+	if len(best) == 0 {
+		return nil, nil
+	}
+	i := int(bestR.rr.Add(1)-1) % len(best)
+	return bestR, best[i]
+}
+
+// Registry keeps per-member statistics across tables.
+type Registry struct {
+	mu      sync.Mutex
+	members map[string]*MemberStats
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{members: map[string]*MemberStats{}} }
+
+// Member returns the stats of a member, creating them.
+func (g *Registry) Member(poolID, id string) *MemberStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	key := poolID + "/" + id
+	s, ok := g.members[key]
+	if !ok {
+		s = &MemberStats{PoolID: poolID, ID: id}
+		g.members[key] = s
+	}
+	return s
+}
+
+// Retain forgets members that no longer exist and have nothing in flight.
+func (g *Registry) Retain(members []*pool.Member) {
+	keep := make(map[string]bool, len(members))
+	for _, m := range members {
+		keep[m.PoolID+"/"+m.ID] = true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, s := range g.members {
+		if !keep[id] && s.InFlight() == 0 {
+			delete(g.members, id)
+		}
+	}
+}
+
+// Each calls fn for every member's stats.
+func (g *Registry) Each(fn func(*MemberStats)) {
+	g.mu.Lock()
+	list := make([]*MemberStats, 0, len(g.members))
+	for _, s := range g.members {
+		list = append(list, s)
+	}
+	g.mu.Unlock()
+	for _, s := range list {
+		fn(s)
+	}
+}
+
+// MemberStats counts one member's traffic through this gateway.
+type MemberStats struct {
+	PoolID, ID string
+
+	HTTPInFlight   atomic.Int64
+	TCPInFlight    atomic.Int64
+	MethodInFlight atomic.Int64
+	HTTPRequests   atomic.Uint64
+	TCPConns       atomic.Uint64
+	MethodCalls    atomic.Uint64
+}
+
+// InFlight is all work in progress on the member.
+func (s *MemberStats) InFlight() int64 {
+	return s.HTTPInFlight.Load() + s.TCPInFlight.Load() + s.MethodInFlight.Load()
+}
