@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -35,6 +36,7 @@ func run(args []string) int {
 	nomadPort := fs.Int("nomad-port", 4646, "Nomad HTTP port")
 	apiAddr := fs.String("api-addr", "127.0.0.1:4680", "controller API address")
 	tokenFile := fs.String("token-file", ".dev/token", "where to write the bootstrapped admin token")
+	gatewayAddr := fs.String("gateway-addr", "127.0.0.1:4681", "gateway address")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -43,14 +45,14 @@ func run(args []string) int {
 	// Output piped to a pager or tee that Ctrl-C ends first must not kill
 	// us before the agents are stopped.
 	signal.Ignore(syscall.SIGPIPE)
-	if err := dev(ctx, *binDir, *spec, *apiAddr, *tokenFile, *consulPort, *nomadPort); err != nil {
+	if err := dev(ctx, *binDir, *spec, *apiAddr, *gatewayAddr, *tokenFile, *consulPort, *nomadPort); err != nil {
 		fmt.Fprintf(os.Stderr, "tidepool-dev: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func dev(ctx context.Context, binDir, specPath, apiAddr, tokenFile string, consulPort, nomadPort int) error {
+func dev(ctx context.Context, binDir, specPath, apiAddr, gatewayAddr, tokenFile string, consulPort, nomadPort int) error {
 	binDir, err := filepath.Abs(binDir)
 	if err != nil {
 		return err
@@ -95,6 +97,20 @@ func dev(ctx context.Context, binDir, specPath, apiAddr, tokenFile string, consu
 	}
 	step("controller serving on http://%s; log in %s", apiAddr, logPath)
 
+	gw, gwLog, err := startGateway(c, binDir, gatewayAddr)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("stopping the gateway")
+		_ = gw.Process.Signal(syscall.SIGTERM)
+		_ = gw.Wait()
+	}()
+	if err := waitHealthy(ctx, gatewayAddr); err != nil {
+		return fmt.Errorf("gateway: %w; see %s", err, gwLog)
+	}
+	step("gateway serving on http://%s; log in %s", gatewayAddr, gwLog)
+
 	api, err := client.New(apiAddr, "")
 	if err != nil {
 		return err
@@ -138,9 +154,14 @@ Tidepool dev stack is up.
   Consul UI    http://%[1]s/ui
   Nomad UI     %[2]s/ui/jobs/%[3]s
   Controller   http://%[4]s/v1/health
+  Gateway      http://%[6]s/v1/health
 
-Pool %[5]q members:
-`, c.ConsulAddr, c.NomadAddr, p.JobID, apiAddr, p.Name)
+Through the gateway (round-robin over the members):
+  curl -H 'Host: %[7]s.localhost' http://%[6]s/hello
+  curl http://%[7]s.localhost:%[8]s/hello
+
+Pool %[5]q members, directly:
+`, c.ConsulAddr, c.NomadAddr, p.JobID, apiAddr, p.Name, gatewayAddr, fmt.Sprintf("%s--%s--%d", info.Owner, info.Name, info.Spec.Ports[0].Number), portOf(gatewayAddr))
 	for _, m := range sortedKeys(addrs) {
 		fmt.Printf("  %-10s curl http://%s/hello\n", m, addrs[m])
 	}
@@ -168,18 +189,28 @@ func step(format string, args ...any) {
 }
 
 func startServer(c *cluster.Cluster, binDir, apiAddr string) (*exec.Cmd, string, error) {
-	logPath := filepath.Join(c.Dir, "tidepool-server.log")
+	return startTidepool(c, binDir, "server", "-http-addr", apiAddr, "-name", "dev")
+}
+
+func startGateway(c *cluster.Cluster, binDir, addr string) (*exec.Cmd, string, error) {
+	return startTidepool(c, binDir, "gateway", "-http-addr", addr, "-name", "dev")
+}
+
+// startTidepool runs a tidepool daemon against the cluster, logging into
+// the cluster directory.
+func startTidepool(c *cluster.Cluster, binDir, what string, args ...string) (*exec.Cmd, string, error) {
+	logPath := filepath.Join(c.Dir, "tidepool-"+what+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, "", err
 	}
-	cmd := exec.Command(filepath.Join(binDir, "tidepool"), "server", "-http-addr", apiAddr, "-name", "dev")
+	cmd := exec.Command(filepath.Join(binDir, "tidepool"), append([]string{what}, args...)...)
 	cmd.Env = append(os.Environ(), c.Env()...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()
-		return nil, "", fmt.Errorf("start controller: %w", err)
+		return nil, "", fmt.Errorf("start %s: %w", what, err)
 	}
 	return cmd, logPath, nil
 }
@@ -211,4 +242,9 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }

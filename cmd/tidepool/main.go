@@ -52,6 +52,7 @@ func commands(ui cli.Ui) map[string]cli.CommandFactory {
 	cmds := map[string]cli.CommandFactory{
 		"version": func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
 		"server":  func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
+		"gateway": func() (cli.Command, error) { return &gatewayCommand{ui: ui}, nil },
 	}
 	for _, group := range []map[string]cli.CommandFactory{poolCommands(ui), tokenCommands(ui)} {
 		for name, f := range group {

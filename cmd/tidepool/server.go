@@ -20,6 +20,7 @@ import (
 
 	"github.com/tidepool-run/tidepool/plugin/api"
 	"github.com/tidepool-run/tidepool/plugin/controller"
+	"github.com/tidepool-run/tidepool/plugin/gatewaystats"
 	"github.com/tidepool-run/tidepool/plugin/leader"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/store"
@@ -100,14 +101,15 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		Key: st.Layout().LeaderKey(), Name: cfg.Name,
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
 	}, log)
-	ctrl := controller.New(st, driver, nil, controller.Config{SweepInterval: cfg.SweepInterval}, log)
+	traffic := gatewaystats.New(consul.Health(), time.Second, log)
+	ctrl := controller.New(st, driver, traffic, controller.Config{SweepInterval: cfg.SweepInterval}, log)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	apiServer := &api.Server{
-		Store: st, Nomad: driver, Lead: elector, Defaults: cfg.Defaults,
+		Store: st, Nomad: driver, Lead: elector, Defaults: cfg.Defaults, Traffic: traffic,
 		Version: versionString(), Log: log.Named("api"),
 	}
 	srv := &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -121,6 +123,7 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		}
 	})
 	runCtx, cancel := context.WithCancel(ctx)
+	wg.Go(func() { traffic.Run(runCtx) })
 	wg.Go(func() {
 		_ = elector.Run(runCtx, func(lead context.Context) error {
 			return ctrl.Run(lead,

@@ -48,6 +48,12 @@ var (
 	_ Nomad = (*nomadjob.Driver)(nil)
 )
 
+// Traffic reports members' traffic through the gateways;
+// *gatewaystats.Scraper satisfies it.
+type Traffic interface {
+	Member(poolID, memberID string) pool.MemberStats
+}
+
 // Health is the body of GET /v1/health.
 type Health struct {
 	Status  string `json:"status"`
@@ -64,8 +70,10 @@ type Server struct {
 	Nomad    Nomad
 	Lead     Leadership
 	Defaults poolspec.Defaults
-	Version  string
-	Log      hclog.Logger
+	// Traffic, when set, fills utilization.
+	Traffic Traffic
+	Version string
+	Log     hclog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

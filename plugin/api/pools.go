@@ -304,10 +304,24 @@ func (s *Server) info(ctx context.Context, p *pool.Pool) PoolInfo {
 		if st == pool.MemberAlive {
 			out.AliveMembers++
 		}
-		out.Members = append(out.Members, MemberInfo{
+		mi := MemberInfo{
 			ID: m.ID, State: st, Healthy: o.Healthy, Address: o.Address, AllocID: o.AllocID,
 			Generation: m.Generation, Since: m.Since,
-		})
+		}
+		if s.Traffic != nil {
+			t := s.Traffic.Member(p.ID, m.ID)
+			mi.HTTPRPS, mi.TCPRPS, mi.MethodRPS = t.HTTPRPS, t.TCPRPS, t.MethodRPS
+			mi.CombinedRPS = t.HTTPRPS + t.TCPRPS + t.MethodRPS
+			mi.MethodInflight = float64(t.MethodInFlight)
+			u := &out.Utilization
+			u.HTTPRPS += t.HTTPRPS
+			u.TCPRPS += t.TCPRPS
+			u.MethodRPS += t.MethodRPS
+			u.CombinedRPS += mi.CombinedRPS
+			u.HTTPInflight += float64(t.HTTPInFlight)
+			u.MethodInflight += float64(t.MethodInFlight)
+		}
+		out.Members = append(out.Members, mi)
 	}
 	return out
 }

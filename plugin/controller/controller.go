@@ -245,8 +245,20 @@ func (c *Controller) Reconcile(ctx context.Context, id string) (time.Duration, e
 	if tmpl == nil && len(act.Create) > 0 {
 		return 0, fmt.Errorf("cannot create members: the template of generation %d does not parse", p.TemplateGeneration)
 	}
-	return act.RequeueAfter, c.apply(ctx, p, members, snap, tmpl, act)
+	requeue := act.RequeueAfter
+	if c.inFlight != nil && slices.ContainsFunc(merge(members, act), func(m *pool.Member) bool { return m.Phase == pool.PhaseDraining }) {
+		// Gateways report in-flight work each second: look again soon, so
+		// a drain ends as soon as its work does.
+		if requeue == 0 || requeue > drainPoll {
+			requeue = drainPoll
+		}
+	}
+	return requeue, c.apply(ctx, p, members, snap, tmpl, act)
 }
+
+// drainPoll is how often a pool with draining members is looked at while
+// gateways report in-flight work.
+const drainPoll = 500 * time.Millisecond
 
 // Target is how many members a pool should run. Autoscaled pools start at
 // their initial scale until the autoscaler decides.

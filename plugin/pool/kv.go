@@ -86,3 +86,33 @@ const (
 
 // GatewayService is the Consul service every gateway registers as.
 const GatewayService = "tidepool-gateway"
+
+// GatewayStats is what a gateway reports at GET /v1/stats: work in flight
+// and counters per member, and the KV index of the member records (drain
+// marks) its routing table has applied. The leader reads it to end drains
+// and fill utilization.
+type GatewayStats struct {
+	Gateway string `json:"gateway"`
+	// MembersIndex: every drain mark written at or below this KV index
+	// is applied: the gateway sends no new work to those members.
+	MembersIndex uint64                 `json:"members_index"`
+	Members      map[string]MemberStats `json:"members"`
+}
+
+// MemberStats is one member's traffic through one gateway; rates are over
+// the gateway's last few seconds.
+type MemberStats struct {
+	PoolID         string  `json:"pool_id"`
+	HTTPInFlight   int64   `json:"http_inflight"`
+	TCPInFlight    int64   `json:"tcp_inflight"`
+	MethodInFlight int64   `json:"method_inflight"`
+	HTTPRequests   uint64  `json:"http_requests"`
+	TCPConns       uint64  `json:"tcp_conns"`
+	MethodCalls    uint64  `json:"method_calls"`
+	HTTPRPS        float64 `json:"http_rps"`
+	TCPRPS         float64 `json:"tcp_rps"`
+	MethodRPS      float64 `json:"method_rps"`
+}
+
+// InFlight is all work in progress on the member through this gateway.
+func (m MemberStats) InFlight() int64 { return m.HTTPInFlight + m.TCPInFlight + m.MethodInFlight }

@@ -1,0 +1,294 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tidepool-run/tidepool/gateway/routing"
+	"github.com/tidepool-run/tidepool/plugin/pool"
+)
+
+// httpProxy forwards requests to members. Member selection happens in the
+// transport, once per attempt, so a dial failure — before any byte of the
+// request is sent — moves on to the next member.
+type httpProxy struct {
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+	metrics   *metrics
+	log       hclog.Logger
+}
+
+func newHTTPProxy(upstreamTimeout time.Duration, m *metrics, log hclog.Logger) *httpProxy {
+	t := &http.Transport{
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: upstreamTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		WriteBufferSize:       32 << 10,
+		ReadBufferSize:        32 << 10,
+	}
+	p := &httpProxy{transport: t, metrics: m, log: log}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "member" // replaced per attempt by the transport
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+		Transport:    &pickTransport{base: t},
+		BufferPool:   bufferPool{},
+		ErrorHandler: p.errorHandler,
+		ErrorLog:     log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	return p
+}
+
+// attempt tracks which member serves a request; it lives in the request
+// context from the handler to the transport and back.
+type attempt struct {
+	route   *routing.Route
+	tried   map[*routing.Backend]bool
+	current *routing.Backend
+	kind    counterKind
+}
+
+type counterKind int
+
+const (
+	kindHTTP counterKind = iota
+	kindMethod
+)
+
+type attemptKey struct{}
+
+// use moves the in-flight count from the previous backend to b.
+func (a *attempt) use(b *routing.Backend) {
+	if a.current != nil {
+		a.inflight(a.current).Add(-1)
+	}
+	a.current = b
+	a.inflight(b).Add(1)
+	if a.kind == kindMethod {
+		b.Stats.MethodCalls.Add(1)
+	} else {
+		b.Stats.HTTPRequests.Add(1)
+	}
+}
+
+func (a *attempt) inflight(b *routing.Backend) *atomic.Int64 {
+	if a.kind == kindMethod {
+		return &b.Stats.MethodInFlight
+	}
+	return &b.Stats.HTTPInFlight
+}
+
+// done releases the in-flight count.
+func (a *attempt) done() {
+	if a.current != nil {
+		a.inflight(a.current).Add(-1)
+		a.current = nil
+	}
+}
+
+// errNoMember: no routable member is left to try.
+var errNoMember = errors.New("no healthy member")
+
+// pickTransport picks a member per attempt and retries dial failures on
+// the next one, replaying the body (nothing of it was sent).
+type pickTransport struct {
+	base http.RoundTripper
+}
+
+func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	a, _ := req.Context().Value(attemptKey{}).(*attempt)
+	if a == nil {
+		return nil, errors.New("gateway: request without a route")
+	}
+	var body *replayBody
+	if req.Body != nil && req.Body != http.NoBody {
+		body = &replayBody{rc: req.Body}
+	}
+	var lastErr error
+	for {
+		b := a.route.Pick(a.tried)
+		if b == nil {
+			if lastErr != nil {
+				return nil, lastErr
+			}
+			return nil, errNoMember
+		}
+		a.tried[b] = true
+		a.use(b)
+		out := req.Clone(req.Context())
+		out.URL.Host = b.Addr
+		if body != nil {
+			out.Body = body
+		}
+		resp, err := t.base.RoundTrip(out)
+		if err == nil {
+			return resp, nil
+		}
+		if !isDialError(err) || (body != nil && body.started.Load()) || req.Context().Err() != nil {
+			return nil, err
+		}
+		lastErr = err
+	}
+}
+
+// replayBody lets a request body survive a failed dial: the transport
+// closes the body it was given, so Close is deferred to the server, and
+// Read records that sending began.
+type replayBody struct {
+	rc      io.ReadCloser
+	started atomic.Bool
+}
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	b.started.Store(true)
+	return b.rc.Read(p)
+}
+
+func (b *replayBody) Close() error { return nil }
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// serve proxies one request on route, counting it as kind.
+func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, route *routing.Route, kind counterKind) {
+	a := &attempt{route: route, tried: make(map[*routing.Backend]bool, 2), kind: kind}
+	defer a.done()
+	r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
+	rec := &statusRecorder{ResponseWriter: w}
+	start := time.Now()
+	p.rp.ServeHTTP(rec, r)
+	p.metrics.observe(route, rec.code(), time.Since(start))
+}
+
+// errorHandler maps a failed proxy attempt to its status: the one place
+// that does (SPEC.md §5).
+func (p *httpProxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := classify(r.Context(), err)
+	if status == 0 {
+		return // the client went away
+	}
+	if a, _ := r.Context().Value(attemptKey{}).(*attempt); a != nil {
+		p.metrics.upstreamError(a.route, http.StatusText(status))
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	p.log.Debug("upstream error", "host", r.Host, "status", status, "error", err)
+	writeError(w, status, msg)
+}
+
+// classify maps an upstream error to a status and message; 0 means the
+// client is gone and nothing should be written.
+func classify(ctx context.Context, err error) (int, string) {
+	var ne net.Error
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		return 0, ""
+	case errors.Is(err, errNoMember):
+		return http.StatusServiceUnavailable, "no healthy member is available"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout, "the member did not answer in time"
+	default:
+		return http.StatusBadGateway, "the member failed: " + err.Error()
+	}
+}
+
+// writeError answers with SPEC.md's JSON error shape.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+// serveHost routes a request for owner--pool--port.<domain>.
+func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string) {
+	route, ok := g.watcher.Table().Lookup(label)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
+		return
+	}
+	if !route.Port.Public {
+		switch caller, err := g.tokens.caller(r); {
+		case err != nil:
+			writeError(w, http.StatusUnauthorized, err.Error())
+			return
+		case !caller.mayUse(route.Owner):
+			writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
+			return
+		}
+	}
+	if route.Port.Protocol != pool.ProtocolHTTP {
+		writeError(w, http.StatusBadRequest, "this port speaks tcp: use `tidepool pool forward` or a tcp_listener")
+		return
+	}
+	if len(route.Backends) == 0 && !route.Waiting {
+		writeError(w, http.StatusNotFound, "pool "+route.Pool+" has no running members (stopped or scaled to zero)")
+		return
+	}
+	g.proxy.serve(w, r, route, kindHTTP)
+}
+
+// statusRecorder remembers the status written, for metrics; it passes
+// Flush and Hijack through so streaming and WebSocket upgrades work.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) code() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// bufferPool recycles the proxy's copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

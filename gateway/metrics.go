@@ -1,0 +1,78 @@
+package gateway
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tidepool-run/tidepool/gateway/routing"
+)
+
+// metrics are the gateway's Prometheus metrics, in their own registry.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	upstream *prometheus.CounterVec
+	tcpConns *prometheus.CounterVec
+	rpcCalls *prometheus.CounterVec
+}
+
+func newMetrics(w *routing.Watcher) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tidepool_gateway_requests_total", Help: "HTTP requests proxied, by pool and status code.",
+		}, []string{"pool", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tidepool_gateway_request_duration_seconds", Help: "Time to serve a proxied HTTP request.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"pool"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tidepool_gateway_upstream_errors_total", Help: "Failed upstream attempts, by pool and the status answered.",
+		}, []string{"pool", "kind"}),
+		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tidepool_gateway_tcp_connections_total", Help: "TCP connections forwarded (WebSocket tunnels and raw listeners).",
+		}, []string{"pool"}),
+		rpcCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tidepool_gateway_method_calls_total", Help: "JSON-RPC calls routed, by method and outcome.",
+		}, []string{"method", "outcome"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.upstream, m.tcpConns, m.rpcCalls,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tidepool_gateway_table_age_seconds", Help: "Seconds since the routing table was last rebuilt.",
+	}, func() float64 { return w.Age().Seconds() }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tidepool_gateway_routes", Help: "Routes in the routing table.",
+	}, func() float64 { return float64(w.Table().Len()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tidepool_gateway_consul_reachable", Help: "1 while every Consul watch succeeds.",
+	}, func() float64 {
+		if w.ConsulOK() {
+			return 1
+		}
+		return 0
+	}))
+	return m
+}
+
+func poolLabel(r *routing.Route) string { return r.Owner + "/" + r.Pool }
+
+func (m *metrics) observe(r *routing.Route, code int, d time.Duration) {
+	p := poolLabel(r)
+	m.requests.WithLabelValues(p, strconv.Itoa(code)).Inc()
+	m.latency.WithLabelValues(p).Observe(d.Seconds())
+}
+
+func (m *metrics) upstreamError(r *routing.Route, kind string) {
+	m.upstream.WithLabelValues(poolLabel(r), kind).Inc()
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,184 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tidepool-run/tidepool/gateway/jsonrpc"
+	"github.com/tidepool-run/tidepool/gateway/routing"
+)
+
+// maxRPCBody bounds a JSON-RPC request body.
+const maxRPCBody = 4 << 20
+
+// callMethods serves POST /api/methods/call: each call of a single
+// request, batch or notification goes to the least busy member of a pool
+// of the caller's that declares the method.
+func (g *Gateway) callMethods(c *gin.Context) {
+	cl, err := g.tokens.caller(c.Request)
+	if err != nil {
+		writeError(c.Writer, http.StatusUnauthorized, err.Error())
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxRPCBody))
+	if err != nil {
+		c.JSON(http.StatusRequestEntityTooLarge, jsonrpc.NewError(nil, jsonrpc.CodeInvalidRequest, "request body too large"))
+		return
+	}
+	reqs, batch, err := jsonrpc.Decode(body)
+	switch {
+	case errors.Is(err, jsonrpc.ErrEmptyBatch):
+		c.JSON(http.StatusBadRequest, jsonrpc.NewError(nil, jsonrpc.CodeInvalidRequest, "empty batch"))
+		return
+	case err != nil:
+		c.JSON(http.StatusBadRequest, jsonrpc.NewError(nil, jsonrpc.CodeParseError, "parse error: "+err.Error()))
+		return
+	case len(reqs) > g.cfg.MaxBatch:
+		c.JSON(http.StatusRequestEntityTooLarge, jsonrpc.NewError(nil, jsonrpc.CodeInvalidRequest, fmt.Sprintf("batch of %d calls exceeds the limit of %d", len(reqs), g.cfg.MaxBatch)))
+		return
+	}
+
+	table := g.watcher.Table()
+	results := make([]*jsonrpc.Response, len(reqs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range reqs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = g.call(c.Request.Context(), table, cl, &reqs[i])
+		})
+	}
+	wg.Wait()
+
+	var out []*jsonrpc.Response
+	for _, r := range results {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	switch {
+	case len(out) == 0:
+		c.Status(http.StatusNoContent)
+	case batch:
+		c.JSON(http.StatusOK, out)
+	default:
+		c.JSON(rpcStatus(out[0]), out[0])
+	}
+}
+
+// rpcStatus is the HTTP status of a single call's answer (SPEC.md §5).
+func rpcStatus(r *jsonrpc.Response) int {
+	if r.Error == nil {
+		return http.StatusOK
+	}
+	switch r.Error.Code {
+	case jsonrpc.CodeMethodNotFound:
+		return http.StatusNotFound
+	case jsonrpc.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case jsonrpc.CodeInvalidRequest, jsonrpc.CodeParseError:
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
+}
+
+// call routes one request; nil means no answer (a notification).
+func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, req *jsonrpc.Request) *jsonrpc.Response {
+	reply := func(r jsonrpc.Response) *jsonrpc.Response {
+		if req.IsNotification() {
+			return nil
+		}
+		return &r
+	}
+	if err := req.Validate(); err != nil {
+		r := jsonrpc.NewError(req.ID, jsonrpc.CodeInvalidRequest, err.Error())
+		return &r
+	}
+	routes := table.Method(cl.User, req.Method)
+	if len(routes) == 0 && cl.admin() {
+		routes = table.MethodAnyOwner(req.Method)
+	}
+	if len(routes) == 0 {
+		g.metrics.rpcCalls.WithLabelValues("(unknown)", "not_found").Inc()
+		return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeMethodNotFound, "method not found: "+req.Method))
+	}
+	body, _ := json.Marshal(req)
+	tried := map[*routing.Backend]bool{}
+	for {
+		route, b := routing.PickLeast(filterTried(routes, tried))
+		if b == nil {
+			g.metrics.rpcCalls.WithLabelValues(req.Method, "unavailable").Inc()
+			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeUnavailable, "no member serving "+req.Method+" is available (all draining or starting)"))
+		}
+		tried[b] = true
+		resp, err := g.forward(ctx, route, b, body)
+		if err != nil && isDialError(err) {
+			continue
+		}
+		if err != nil {
+			g.metrics.rpcCalls.WithLabelValues(req.Method, "error").Inc()
+			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeInternalError, "the member failed: "+err.Error()))
+		}
+		g.metrics.rpcCalls.WithLabelValues(req.Method, "ok").Inc()
+		if req.IsNotification() || resp == nil {
+			return nil
+		}
+		return resp
+	}
+}
+
+// filterTried hides backends already tried, keeping the routes' order.
+func filterTried(routes []*routing.Route, tried map[*routing.Backend]bool) []*routing.Route {
+	if len(tried) == 0 {
+		return routes
+	}
+	out := make([]*routing.Route, 0, len(routes))
+	for _, r := range routes {
+		c := &routing.Route{PoolID: r.PoolID, Owner: r.Owner, Pool: r.Pool, Port: r.Port, MethodPath: r.MethodPath}
+		for _, b := range r.Backends {
+			if !tried[b] {
+				c.Backends = append(c.Backends, b)
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// forward posts one call to a member's method path.
+func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.Backend, body []byte) (*jsonrpc.Response, error) {
+	b.Stats.MethodCalls.Add(1)
+	b.Stats.MethodInFlight.Add(1)
+	defer b.Stats.MethodInFlight.Add(-1)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+b.Addr+route.MethodPath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := g.proxy.transport.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode == http.StatusNoContent {
+		return nil, nil
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxRPCBody))
+	if err != nil {
+		return nil, err
+	}
+	var out jsonrpc.Response
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("answer is not JSON-RPC (HTTP %d)", resp.StatusCode)
+	}
+	return &out, nil
+}

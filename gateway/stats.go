@@ -1,0 +1,102 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tidepool-run/tidepool/gateway/routing"
+	"github.com/tidepool-run/tidepool/plugin/pool"
+)
+
+// serveStats answers GET /v1/stats for the leader (pool.GatewayStats).
+func (g *Gateway) serveStats(c *gin.Context) {
+	out := pool.GatewayStats{Gateway: g.cfg.Name, MembersIndex: g.watcher.Table().MembersIndex, Members: map[string]pool.MemberStats{}}
+	g.stats.Each(func(s *routing.MemberStats) {
+		http, tcp, method := g.rates.of(s)
+		out.Members[s.ID] = pool.MemberStats{
+			PoolID:         s.PoolID,
+			HTTPInFlight:   s.HTTPInFlight.Load(),
+			TCPInFlight:    s.TCPInFlight.Load(),
+			MethodInFlight: s.MethodInFlight.Load(),
+			HTTPRequests:   s.HTTPRequests.Load(),
+			TCPConns:       s.TCPConns.Load(),
+			MethodCalls:    s.MethodCalls.Load(),
+			HTTPRPS:        http, TCPRPS: tcp, MethodRPS: method,
+		}
+	})
+	c.JSON(http.StatusOK, out)
+}
+
+// rateWindow is how far back request rates look.
+const rateWindow = 5
+
+// rates samples every member's counters each second and derives rates
+// over the last rateWindow seconds.
+type rates struct {
+	stats *routing.Registry
+	mu    sync.Mutex
+	ring  map[*routing.MemberStats]*samples
+}
+
+type samples struct {
+	http, tcp, method [rateWindow + 1]uint64
+	n                 int
+}
+
+func newRates(stats *routing.Registry) *rates {
+	return &rates{stats: stats, ring: map[*routing.MemberStats]*samples{}}
+}
+
+func (r *rates) run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		seen := map[*routing.MemberStats]bool{}
+		r.stats.Each(func(s *routing.MemberStats) {
+			seen[s] = true
+			r.mu.Lock()
+			sm := r.ring[s]
+			if sm == nil {
+				sm = &samples{}
+				r.ring[s] = sm
+			}
+			i := sm.n % (rateWindow + 1)
+			sm.http[i], sm.tcp[i], sm.method[i] = s.HTTPRequests.Load(), s.TCPConns.Load(), s.MethodCalls.Load()
+			sm.n++
+			r.mu.Unlock()
+		})
+		r.mu.Lock()
+		for s := range r.ring {
+			if !seen[s] {
+				delete(r.ring, s)
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
+// of returns the member's HTTP, TCP and method rates per second.
+func (r *rates) of(s *routing.MemberStats) (http, tcp, method float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sm := r.ring[s]
+	if sm == nil || sm.n < 2 {
+		return 0, 0, 0
+	}
+	span := min(sm.n-1, rateWindow)
+	newest := (sm.n - 1) % (rateWindow + 1)
+	oldest := (sm.n - 1 - span) % (rateWindow + 1)
+	rate := func(ring [rateWindow + 1]uint64) float64 {
+		return float64(ring[newest]-ring[oldest]) / float64(span)
+	}
+	return rate(sm.http), rate(sm.tcp), rate(sm.method)
+}

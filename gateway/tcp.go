@@ -1,0 +1,195 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gin-gonic/gin"
+
+	"github.com/tidepool-run/tidepool/gateway/routing"
+)
+
+// dialMember connects to a member of route, moving on to the next one when
+// a dial fails. The returned backend's TCP counters include the connection
+// until release is called.
+func dialMember(ctx context.Context, route *routing.Route) (net.Conn, func(), error) {
+	tried := map[*routing.Backend]bool{}
+	var lastErr error
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	for {
+		b := route.Pick(tried)
+		if b == nil {
+			if lastErr == nil {
+				lastErr = errNoMember
+			}
+			return nil, nil, lastErr
+		}
+		tried[b] = true
+		conn, err := d.DialContext(ctx, "tcp", b.Addr)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		b.Stats.TCPConns.Add(1)
+		b.Stats.TCPInFlight.Add(1)
+		return conn, func() { b.Stats.TCPInFlight.Add(-1) }, nil
+	}
+}
+
+// pipe copies both ways until both directions end, half-closing each side
+// as its source finishes.
+func pipe(a, b net.Conn) {
+	var wg sync.WaitGroup
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = dst.Close()
+		}
+	}
+	wg.Go(func() { cp(a, b) })
+	wg.Go(func() { cp(b, a) })
+	wg.Wait()
+	_ = a.Close()
+	_ = b.Close()
+}
+
+// tunnel serves GET /proxy/spaces/{pool}/port/{port}: a WebSocket carrying
+// one TCP connection to one member of the caller's pool, in binary
+// messages.
+func (g *Gateway) tunnel(c *gin.Context) {
+	cl, err := g.tokens.caller(c.Request)
+	if err != nil {
+		writeError(c.Writer, http.StatusUnauthorized, err.Error())
+		return
+	}
+	port, err := strconv.Atoi(c.Param("port"))
+	if err != nil {
+		writeError(c.Writer, http.StatusBadRequest, "port must be the pool's port number")
+		return
+	}
+	owner, name := cl.User, c.Param("pool")
+	if o, n, ok := strings.Cut(name, "--"); ok && cl.admin() {
+		owner, name = o, n
+	}
+	p, ok := g.watcher.Table().Pool(owner, name)
+	route := (*routing.Route)(nil)
+	if ok {
+		route = p.Ports[port]
+	}
+	if route == nil {
+		writeError(c.Writer, http.StatusNotFound, fmt.Sprintf("no pool %q with port %d", name, port))
+		return
+	}
+	upstream, release, err := dialMember(c.Request.Context(), route)
+	if err != nil {
+		status, msg := classify(c.Request.Context(), err)
+		if status == 0 {
+			return
+		}
+		writeError(c.Writer, status, msg)
+		return
+	}
+	defer release()
+	ws, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		_ = upstream.Close()
+		return
+	}
+	ws.SetReadLimit(-1)
+	g.metrics.tcpConns.WithLabelValues(poolLabel(route)).Inc()
+	pipe(websocket.NetConn(context.WithoutCancel(c.Request.Context()), ws, websocket.MessageBinary), upstream)
+}
+
+// tcpListeners runs the raw TCP listeners of the config.
+type tcpListeners struct {
+	lns   []net.Listener
+	conns sync.Map // net.Conn → struct{}
+	wg    sync.WaitGroup
+}
+
+func (g *Gateway) startTCPListeners(ctx context.Context) (*tcpListeners, error) {
+	t := &tcpListeners{}
+	for _, l := range g.cfg.TCPListeners {
+		owner, name, ok := strings.Cut(l.Pool, "/")
+		if !ok {
+			t.close()
+			return nil, fmt.Errorf("tcp_listener %s: pool must be \"owner/name\", got %q", l.Address, l.Pool)
+		}
+		ln, err := net.Listen("tcp", l.Address)
+		if err != nil {
+			t.close()
+			return nil, fmt.Errorf("tcp_listener: %w", err)
+		}
+		t.lns = append(t.lns, ln)
+		g.log.Info("forwarding tcp", "addr", ln.Addr().String(), "pool", l.Pool, "port", l.Port)
+		t.wg.Go(func() { g.acceptTCP(ctx, t, ln, owner, name, l.Port) })
+	}
+	return t, nil
+}
+
+func (g *Gateway) acceptTCP(ctx context.Context, t *tcpListeners, ln net.Listener, owner, name string, port int) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				g.log.Error("tcp accept", "error", err)
+			}
+			return
+		}
+		t.conns.Store(conn, struct{}{})
+		t.wg.Go(func() {
+			defer t.conns.Delete(conn)
+			p, ok := g.watcher.Table().Pool(owner, name)
+			var route *routing.Route
+			if ok {
+				route = p.Ports[port]
+			}
+			if route == nil {
+				_ = conn.Close()
+				return
+			}
+			upstream, release, err := dialMember(ctx, route)
+			if err != nil {
+				_ = conn.Close()
+				return
+			}
+			defer release()
+			g.metrics.tcpConns.WithLabelValues(poolLabel(route)).Inc()
+			pipe(conn, upstream)
+		})
+	}
+}
+
+func (t *tcpListeners) close() {
+	for _, ln := range t.lns {
+		_ = ln.Close()
+	}
+}
+
+// shutdown stops accepting and gives open connections until ctx is done.
+func (t *tcpListeners) shutdown(ctx context.Context) {
+	t.close()
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	t.conns.Range(func(k, _ any) bool {
+		_ = k.(net.Conn).Close()
+		return true
+	})
+	<-done
+}
