@@ -172,6 +172,14 @@ func (c *Cluster) LogFiles() []string {
 	return []string{filepath.Join(c.Dir, "consul.log"), filepath.Join(c.Dir, "nomad.log")}
 }
 
+// StopConsul kills the Consul agent alone, to test behaviour while Consul
+// is unreachable.
+func (c *Cluster) StopConsul() {
+	if c.consul != nil {
+		c.consul.kill()
+	}
+}
+
 // Stop kills both agents and everything Nomad started, then removes the
 // cluster directory. It is safe to call more than once.
 func (c *Cluster) Stop() {

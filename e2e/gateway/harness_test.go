@@ -1,0 +1,183 @@
+// Package gateway tests the gateway end to end: real agents, a real
+// controller and gateway, echo members, real clients.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidepool-run/tidepool/e2e/cluster"
+	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/plugin/api"
+	"github.com/tidepool-run/tidepool/plugin/api/client"
+	"github.com/tidepool-run/tidepool/plugin/pool"
+)
+
+type env struct {
+	t        *testing.T
+	c        *cluster.Cluster
+	tidepool string
+	echo     string
+	apiAddr  string
+	gwAddr   string
+	gateway  *testutil.Process
+	token    string
+	api      *client.Client
+	http     *http.Client
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+func waitHealth(t *testing.T, addr string) {
+	t.Helper()
+	testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, addr+" health", func(ctx context.Context) error {
+		resp, err := http.Get("http://" + addr + "/v1/health")
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err
+	})
+}
+
+// newEnv starts agents, a controller and a gateway (with extra gateway
+// args), and bootstraps a token.
+func newEnv(t *testing.T, gatewayArgs ...string) *env {
+	t.Helper()
+	e := &env{
+		t: t, tidepool: testutil.BuildBinary(t, "./cmd/tidepool"), echo: testutil.BuildBinary(t, "./cmd/tidepool-echo"),
+		apiAddr: freeAddr(t), gwAddr: freeAddr(t),
+		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 100}},
+	}
+	e.c = cluster.New(t, cluster.Config{Name: "gw"})
+	testutil.StartProcess(t, "server", e.tidepool, e.c.Env(), "server", "-http-addr", e.apiAddr,
+		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
+	waitHealth(t, e.apiAddr)
+	e.gateway = testutil.StartProcess(t, "gateway", e.tidepool, e.c.Env(),
+		append([]string{"gateway", "-http-addr", e.gwAddr, "-name", "gw-test", "-log-level", "debug"}, gatewayArgs...)...)
+	waitHealth(t, e.gwAddr)
+
+	anon, _ := client.New(e.apiAddr, "")
+	boot, err := anon.Bootstrap(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.token = boot.Token
+	e.api, _ = client.New(e.apiAddr, e.token)
+	return e
+}
+
+func (e *env) template(ports ...string) string {
+	var network, services strings.Builder
+	env := ""
+	for _, p := range ports {
+		fmt.Fprintf(&network, "      port %q {}\n", p)
+		check := `type = "http"
+        path = "/healthz"`
+		if p == "tcp" {
+			check = `type = "tcp"`
+		}
+		fmt.Fprintf(&services, `    service {
+      name = "gw-%s"
+      port = %q
+      check {
+        %s
+        interval = "1s"
+        timeout  = "1s"
+      }
+    }
+`, p, p, check)
+	}
+	return fmt.Sprintf(`job "echo" {
+  group "echo" {
+    network {
+%s    }
+%s    task "echo" {
+      driver = "raw_exec"
+      config {
+        command = %q
+      }
+%s      kill_timeout = "10s"
+    }
+  }
+}
+`, network.String(), services.String(), e.echo, env)
+}
+
+// createPool creates a pool through the API and waits for n alive members.
+func (e *env) createPool(spec pool.Spec, n int) *api.PoolInfo {
+	e.t.Helper()
+	info, err := e.api.CreatePool(context.Background(), &spec)
+	if err != nil {
+		e.t.Fatalf("create pool: %v", err)
+	}
+	e.waitAlive(spec.Name, n)
+	return info
+}
+
+func (e *env) waitAlive(name string, n int) {
+	e.t.Helper()
+	testutil.Eventually(e.t, 90*time.Second, 200*time.Millisecond, fmt.Sprintf("%d members alive", n), func(ctx context.Context) error {
+		info, err := e.api.GetPool(ctx, name)
+		if err != nil {
+			return err
+		}
+		if info.AliveMembers != n || len(info.Members) != n {
+			return fmt.Errorf("%d alive of %d members", info.AliveMembers, len(info.Members))
+		}
+		return nil
+	})
+}
+
+func httpPort(number int) pool.Port {
+	return pool.Port{Label: "http", Number: number, Protocol: pool.ProtocolHTTP, Public: true}
+}
+
+func basicSpec(name string, count int, timeout, grace time.Duration, tmpl string) pool.Spec {
+	return pool.Spec{
+		Name: name, Template: tmpl, DesiredCount: count, Active: true,
+		Ports: []pool.Port{httpPort(8080)},
+		Drain: pool.Drain{Timeout: pool.Duration(timeout), GracePeriod: pool.Duration(grace)},
+	}
+}
+
+// get sends a request through the gateway for host label owner--pool--port.
+func (e *env) get(host, path string, header http.Header) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+e.gwAddr+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Host = host + ".localhost"
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func memberOf(body []byte) string {
+	var r struct {
+		Member string `json:"member"`
+	}
+	_ = json.Unmarshal(body, &r)
+	return r.Member
+}
