@@ -36,6 +36,7 @@ type command struct {
 type runner struct {
 	ui     cli.Ui
 	client *client.Client
+	token  string
 	json   bool
 }
 
@@ -90,7 +91,7 @@ func (c *command) Run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return c.run(ctx, &runner{ui: c.ui, client: cl, json: asJSON}, positional)
+	return c.run(ctx, &runner{ui: c.ui, client: cl, token: token, json: asJSON}, positional)
 }
 
 // parseInterspersed parses flags wherever they stand among the arguments

@@ -29,6 +29,7 @@ func poolCommands(ui cli.Ui) map[string]cli.CommandFactory {
 		"pool": func() (cli.Command, error) {
 			return &groupCommand{ui: ui, name: "pool", synopsis: "Create, inspect, scale and delete pools"}, nil
 		},
+		"pool forward": cmd(forwardCommand()),
 		"pool list": cmd(&command{
 			synopsis: "List pools", usage: "tidepool pool list [options]", json: true,
 			details: "Lists the pools your token may see: yours, or all of them for an admin.",

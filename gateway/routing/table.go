@@ -173,7 +173,9 @@ func Build(s Snapshot, stats *Registry) *Table {
 			t.hosts[HostLabel(p.Owner, p.Spec.Name, port.Number)] = r
 		}
 		t.pools[p.Owner+"/"+p.Spec.Name] = pr
-		if ms := p.Spec.Methods; ms != nil && p.Spec.Active {
+		// A stopped pool keeps its methods, with no member to serve them:
+		// callers learn the method is unavailable, not unknown.
+		if ms := p.Spec.Methods; ms != nil {
 			for _, r := range pr.Ports {
 				if r.Port.Label != ms.Port {
 					continue
