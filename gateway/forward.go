@@ -72,7 +72,7 @@ func (f *Forwarder) tunnel(ctx context.Context, conn net.Conn, target string) er
 	if f.Token != "" {
 		h.Set("Authorization", "Bearer "+f.Token)
 	}
-	ws, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{HTTPHeader: h})
+	ws, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{HTTPHeader: h}) //nolint:bodyclose // Dial closes the handshake body
 	if err != nil {
 		_ = conn.Close()
 		if resp != nil {

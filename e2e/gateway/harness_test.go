@@ -147,9 +147,9 @@ func httpPort(number int) pool.Port {
 	return pool.Port{Label: "http", Number: number, Protocol: pool.ProtocolHTTP, Public: true}
 }
 
-func basicSpec(name string, count int, timeout, grace time.Duration, tmpl string) pool.Spec {
+func basicSpec(count int, timeout, grace time.Duration, tmpl string) pool.Spec {
 	return pool.Spec{
-		Name: name, Template: tmpl, DesiredCount: count, Active: true,
+		Name: "web", Template: tmpl, DesiredCount: count, Active: true,
 		Ports: []pool.Port{httpPort(8080)},
 		Drain: pool.Drain{Timeout: pool.Duration(timeout), GracePeriod: pool.Duration(grace)},
 	}

@@ -19,7 +19,7 @@ const host = "admin--web--8080"
 
 func TestGateway_RoundRobin(t *testing.T) {
 	e := newEnv(t)
-	e.createPool(basicSpec("web", 3, 5*time.Second, 5*time.Second, e.template("http")), 3)
+	e.createPool(basicSpec(3, 5*time.Second, 5*time.Second, e.template("http")), 3)
 	counts := map[string]int{}
 	for range 300 {
 		status, body, err := e.get(host, "/", nil)
@@ -44,7 +44,7 @@ func TestGateway_RoundRobin(t *testing.T) {
 func TestGateway_ScaleDownUnderLoadFailsNothing(t *testing.T) {
 	e := newEnv(t)
 	const timeout = 60 * time.Second
-	info := e.createPool(basicSpec("web", 3, timeout, 5*time.Second, e.template("http")), 3)
+	info := e.createPool(basicSpec(3, timeout, 5*time.Second, e.template("http")), 3)
 
 	var ok, failed atomic.Int64
 	var lastErr atomic.Value
@@ -108,7 +108,7 @@ func TestGateway_ScaleDownUnderLoadFailsNothing(t *testing.T) {
 // the new member.
 func TestGateway_LongRequestSurvivesDrain(t *testing.T) {
 	e := newEnv(t)
-	spec := basicSpec("web", 1, 30*time.Second, 5*time.Second, e.template("http"))
+	spec := basicSpec(1, 30*time.Second, 5*time.Second, e.template("http"))
 	info := e.createPool(spec, 1)
 	oldMember := info.Members
 	_ = oldMember
@@ -162,7 +162,7 @@ func TestGateway_LongRequestSurvivesDrain(t *testing.T) {
 // member's process dies: the dial failure moves on to another member.
 func TestGateway_KilledMemberRetriesOnDial(t *testing.T) {
 	e := newEnv(t)
-	info := e.createPool(basicSpec("web", 3, 5*time.Second, 5*time.Second, e.template("http")), 3)
+	info := e.createPool(basicSpec(3, 5*time.Second, 5*time.Second, e.template("http")), 3)
 	p, _ := e.api.GetPool(context.Background(), info.PoolID)
 	victim := p.Members[0]
 	for _, pid := range testutil.PIDsWithEnv("NOMAD_ALLOC_ID", victim.AllocID) {
@@ -184,7 +184,7 @@ func TestGateway_KilledMemberRetriesOnDial(t *testing.T) {
 
 func TestGateway_StatusCodes(t *testing.T) {
 	e := newEnv(t)
-	spec := basicSpec("web", 1, 2*time.Second, 2*time.Second, e.template("http"))
+	spec := basicSpec(1, 2*time.Second, 2*time.Second, e.template("http"))
 	spec.Ports[0].Public = false
 	info := e.createPool(spec, 1)
 	auth := http.Header{"Authorization": {"Bearer " + e.token}}
@@ -216,7 +216,7 @@ func TestGateway_StatusCodes(t *testing.T) {
 // known members keep succeeding and health says so.
 func TestGateway_ServesThroughConsulOutage(t *testing.T) {
 	e := newEnv(t)
-	e.createPool(basicSpec("web", 2, 5*time.Second, 5*time.Second, e.template("http")), 2)
+	e.createPool(basicSpec(2, 5*time.Second, 5*time.Second, e.template("http")), 2)
 	e.c.StopConsul()
 	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, "gateway notices Consul is gone", func(context.Context) error {
 		resp, err := http.Get("http://" + e.gwAddr + "/v1/health")

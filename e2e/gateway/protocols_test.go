@@ -24,7 +24,7 @@ import (
 // protoSpec is a pool with an HTTP port (with JSON-RPC methods) and a
 // private TCP port.
 func protoSpec(e *env) pool.Spec {
-	s := basicSpec("web", 2, 30*time.Second, 5*time.Second, e.template("http", "tcp"))
+	s := basicSpec(2, 30*time.Second, 5*time.Second, e.template("http", "tcp"))
 	s.Ports = append(s.Ports, pool.Port{Label: "tcp", Number: 9000, Protocol: pool.ProtocolTCP})
 	s.Methods = &pool.Methods{Names: []string{"echo", "sleep"}, Port: "http", Path: "/rpc"}
 	return s
