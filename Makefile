@@ -50,5 +50,6 @@ dev: agents build ## Run the whole stack locally (agents, controller, the exampl
 	@$(BIN)/tidepool-dev -bin-dir $(BIN) -pool jobspecs/examples/echo.pool.hcl
 
 .PHONY: bench
-bench: ## Run the Go benchmarks
+bench: ## Run the Go benchmarks, then the gateway load comparison (scripts/bench-gateway.sh)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	scripts/bench-gateway.sh

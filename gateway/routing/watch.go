@@ -246,6 +246,17 @@ func (w *Watcher) markSynced(what string) {
 	w.mu.Unlock()
 }
 
+// Load replaces every part with s and rebuilds, as if the watches had read
+// it; running watches overwrite their parts on their next change. It lets a
+// gateway serve a fixed table without Consul (benchmarks, tests).
+func (w *Watcher) Load(s Snapshot) {
+	w.mu.Lock()
+	w.pools, w.members, w.membersIndex = s.Pools, s.Members, s.MembersIndex
+	w.instances = map[string][]Instance{"": s.Instances}
+	w.mu.Unlock()
+	w.rebuild()
+}
+
 // rebuild makes a new table from the latest parts and swaps it in.
 func (w *Watcher) rebuild() {
 	w.mu.Lock()

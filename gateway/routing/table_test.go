@@ -1,0 +1,155 @@
+package routing
+
+import (
+	"testing"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
+)
+
+func snapshot() Snapshot {
+	web := &pool.Pool{ID: "p-1", Owner: "alice", Spec: pool.Spec{
+		Name: "web", Active: true,
+		Ports:   []pool.Port{{Label: "http", Number: 8080, Protocol: "http", Public: true}, {Label: "tcp", Number: 9000, Protocol: "tcp"}},
+		Methods: &pool.Methods{Names: []string{"search"}, Port: "http", Path: "/rpc"},
+	}}
+	stopped := &pool.Pool{ID: "p-2", Owner: "alice", Spec: pool.Spec{Name: "old", Active: false,
+		Ports: []pool.Port{{Label: "http", Number: 8080, Protocol: "http"}}}}
+	gone := &pool.Pool{ID: "p-3", Owner: "bob", Deleting: true, Spec: pool.Spec{Name: "gone",
+		Ports: []pool.Port{{Label: "http", Number: 8080, Protocol: "http"}}}}
+	return Snapshot{
+		Pools: []*pool.Pool{web, stopped, gone},
+		Members: []*pool.Member{
+			{ID: "m-a", PoolID: "p-1", Phase: pool.PhaseRunning},
+			{ID: "m-b", PoolID: "p-1", Phase: pool.PhaseRunning},
+			{ID: "m-c", PoolID: "p-1", Phase: pool.PhaseDraining},
+			{ID: "m-d", PoolID: "p-1", Phase: pool.PhaseRunning}, // not passing yet
+			{ID: "m-e", PoolID: "p-2", Phase: pool.PhaseStopped},
+		},
+		Instances: []Instance{
+			{Member: "m-a", Port: "http", Address: "127.0.0.1:1", Passing: true},
+			{Member: "m-a", Port: "tcp", Address: "127.0.0.1:2", Passing: true},
+			{Member: "m-b", Port: "http", Address: "127.0.0.1:3", Passing: true},
+			{Member: "m-c", Port: "http", Address: "127.0.0.1:4", Passing: true},
+			{Member: "m-d", Port: "http", Address: "127.0.0.1:5", Passing: false},
+		},
+		MembersIndex: 42,
+	}
+}
+
+func addrs(r *Route) []string {
+	var out []string
+	for _, b := range r.Backends {
+		out = append(out, b.Addr)
+	}
+	return out
+}
+
+func TestBuild_RoutesOnlyRunningPassingMembers(t *testing.T) {
+	tb := Build(snapshot(), NewRegistry())
+	r, ok := tb.Lookup("alice--web--8080")
+	if !ok {
+		t.Fatal("no route for alice--web--8080")
+	}
+	if got := addrs(r); len(got) != 2 || got[0] != "127.0.0.1:1" || got[1] != "127.0.0.1:3" {
+		t.Fatalf("backends %v: want m-a and m-b only (m-c drains, m-d is not passing)", got)
+	}
+	if r.Waiting {
+		t.Error("a route with backends is not waiting")
+	}
+	if tcp, _ := tb.Lookup("alice--web--9000"); len(tcp.Backends) != 1 || tcp.Waiting {
+		t.Fatalf("tcp backends %v", addrs(tcp))
+	}
+	if old, ok := tb.Lookup("alice--old--8080"); !ok || len(old.Backends) != 0 || old.Waiting {
+		t.Fatalf("a stopped pool keeps a route without backends: %+v", old)
+	}
+	if _, ok := tb.Lookup("bob--gone--8080"); ok {
+		t.Fatal("a deleting pool is routed")
+	}
+	if tb.MembersIndex != 42 {
+		t.Fatalf("MembersIndex %d", tb.MembersIndex)
+	}
+	if rs := tb.Method("alice", "search"); len(rs) != 1 || rs[0].MethodPath != "/rpc" {
+		t.Fatalf("method routes %v", rs)
+	}
+	if rs := tb.Method("bob", "search"); len(rs) != 0 {
+		t.Fatal("another owner's method is visible")
+	}
+}
+
+func TestBuild_StatsSurviveRebuilds(t *testing.T) {
+	reg := NewRegistry()
+	a := Build(snapshot(), reg)
+	ra, _ := a.Lookup("alice--web--8080")
+	ra.Backends[0].Stats.HTTPInFlight.Add(1)
+	b := Build(snapshot(), reg)
+	rb, _ := b.Lookup("alice--web--8080")
+	if rb.Backends[0].Stats != ra.Backends[0].Stats {
+		t.Fatal("a rebuild lost the member's counters")
+	}
+	s := snapshot()
+	s.Members = nil
+	Build(s, reg)
+	if got := reg.Member("p-1", "m-a").HTTPInFlight.Load(); got != 1 {
+		t.Fatalf("a removed member with work in flight lost its counters (%d)", got)
+	}
+}
+
+func TestRoute_PickRoundRobinSkipsAndCaps(t *testing.T) {
+	tb := Build(snapshot(), NewRegistry())
+	r, _ := tb.Lookup("alice--web--8080")
+	seen := map[string]int{}
+	for range 10 {
+		seen[r.Pick(nil).Addr]++
+	}
+	if seen["127.0.0.1:1"] != 5 || seen["127.0.0.1:3"] != 5 {
+		t.Fatalf("round-robin %v", seen)
+	}
+	first := r.Backends[0]
+	for range 4 {
+		if b := r.Pick(map[*Backend]bool{first: true}); b == first {
+			t.Fatal("picked a skipped backend")
+		}
+	}
+	if b := r.Pick(map[*Backend]bool{r.Backends[0]: true, r.Backends[1]: true}); b != nil {
+		t.Fatal("picked with everything skipped")
+	}
+	r.ContainerConcurrency = 1
+	r.Backends[0].Stats.HTTPInFlight.Add(1)
+	for range 4 {
+		if b := r.Pick(nil); b == r.Backends[0] {
+			t.Fatal("picked a backend at its container concurrency")
+		}
+	}
+}
+
+func TestPickLeast(t *testing.T) {
+	tb := Build(snapshot(), NewRegistry())
+	r, _ := tb.Lookup("alice--web--8080")
+	r.Backends[0].Stats.MethodInFlight.Add(3)
+	for range 3 {
+		if _, b := PickLeast([]*Route{r}); b != r.Backends[1] {
+			t.Fatal("did not pick the least busy backend")
+		}
+	}
+	if _, b := PickLeast(nil); b != nil {
+		t.Fatal("picked from nothing")
+	}
+}
+
+func TestParseHost(t *testing.T) {
+	tests := map[string]string{
+		"alice--web--8080.localhost":      "alice--web--8080",
+		"alice--web--8080.localhost:4681": "alice--web--8080",
+		"ALICE--web--8080.localhost.":     "alice--web--8080",
+		"alice--web--8080.example.com":    "",
+		"web.localhost":                   "",
+		"a.alice--web--8080.localhost":    "",
+		"localhost:4681":                  "",
+	}
+	for in, want := range tests {
+		got, ok := ParseHost(in, "localhost")
+		if got != want || ok != (want != "") {
+			t.Errorf("ParseHost(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
