@@ -64,7 +64,7 @@ func newHTTPProxy(upstreamTimeout time.Duration, m *metrics, log hclog.Logger) *
 // context from the handler to the transport and back.
 type attempt struct {
 	route   *routing.Route
-	tried   map[*routing.Backend]bool
+	tried   []*routing.Backend
 	current *routing.Backend
 	kind    counterKind
 }
@@ -134,14 +134,14 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, errNoMember
 		}
-		a.tried[b] = true
+		a.tried = append(a.tried, b)
 		a.use(b)
-		out := req.Clone(req.Context())
-		out.URL.Host = b.Addr
+		// The request is the proxy's own outbound copy: aim it at b.
+		req.URL.Host = b.Addr
 		if body != nil {
-			out.Body = body
+			req.Body = body
 		}
-		resp, err := t.base.RoundTrip(out)
+		resp, err := t.base.RoundTrip(req)
 		if err == nil {
 			return resp, nil
 		}
@@ -174,7 +174,7 @@ func isDialError(err error) bool {
 
 // serve proxies one request on route, counting it as kind.
 func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, route *routing.Route, kind counterKind) {
-	a := &attempt{route: route, tried: make(map[*routing.Backend]bool, 2), kind: kind}
+	a := &attempt{route: route, kind: kind}
 	defer a.done()
 	r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
 	rec := &statusRecorder{ResponseWriter: w}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,9 @@ import (
 
 // metrics are the gateway's Prometheus metrics, in their own registry.
 type metrics struct {
+	// pools caches each pool's metric handles, keeping label lookups off
+	// the request path.
+	pools    sync.Map // pool label → *poolMetrics
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -63,10 +67,35 @@ func newMetrics(w *routing.Watcher) *metrics {
 
 func poolLabel(r *routing.Route) string { return r.Owner + "/" + r.Pool }
 
+// poolMetrics are one pool's resolved metric handles.
+type poolMetrics struct {
+	latency prometheus.Observer
+	ok      prometheus.Counter // code 200, the common case
+	label   string
+}
+
+func (m *metrics) forPool(r *routing.Route) *poolMetrics {
+	key := poolLabel(r)
+	if pm, ok := m.pools.Load(key); ok {
+		return pm.(*poolMetrics)
+	}
+	pm := &poolMetrics{
+		latency: m.latency.WithLabelValues(key),
+		ok:      m.requests.WithLabelValues(key, "200"),
+		label:   key,
+	}
+	actual, _ := m.pools.LoadOrStore(key, pm)
+	return actual.(*poolMetrics)
+}
+
 func (m *metrics) observe(r *routing.Route, code int, d time.Duration) {
-	p := poolLabel(r)
-	m.requests.WithLabelValues(p, strconv.Itoa(code)).Inc()
-	m.latency.WithLabelValues(p).Observe(d.Seconds())
+	pm := m.forPool(r)
+	if code == 200 {
+		pm.ok.Inc()
+	} else {
+		m.requests.WithLabelValues(pm.label, strconv.Itoa(code)).Inc()
+	}
+	pm.latency.Observe(d.Seconds())
 }
 
 func (m *metrics) upstreamError(r *routing.Route, kind string) {

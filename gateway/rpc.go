@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/gin-gonic/gin"
@@ -112,14 +113,14 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 		return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeMethodNotFound, "method not found: "+req.Method))
 	}
 	body, _ := json.Marshal(req)
-	tried := map[*routing.Backend]bool{}
+	var tried []*routing.Backend
 	for {
 		route, b := routing.PickLeast(filterTried(routes, tried))
 		if b == nil {
 			g.metrics.rpcCalls.WithLabelValues(req.Method, "unavailable").Inc()
 			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeUnavailable, "no member serving "+req.Method+" is available (all draining or starting)"))
 		}
-		tried[b] = true
+		tried = append(tried, b)
 		resp, err := g.forward(ctx, route, b, body)
 		if err != nil && isDialError(err) {
 			continue
@@ -137,7 +138,7 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 }
 
 // filterTried hides backends already tried, keeping the routes' order.
-func filterTried(routes []*routing.Route, tried map[*routing.Backend]bool) []*routing.Route {
+func filterTried(routes []*routing.Route, tried []*routing.Backend) []*routing.Route {
 	if len(tried) == 0 {
 		return routes
 	}
@@ -145,7 +146,7 @@ func filterTried(routes []*routing.Route, tried map[*routing.Backend]bool) []*ro
 	for _, r := range routes {
 		c := &routing.Route{PoolID: r.PoolID, Owner: r.Owner, Pool: r.Pool, Port: r.Port, MethodPath: r.MethodPath}
 		for _, b := range r.Backends {
-			if !tried[b] {
+			if !slices.Contains(tried, b) {
 				c.Backends = append(c.Backends, b)
 			}
 		}

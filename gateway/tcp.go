@@ -22,7 +22,7 @@ import (
 // a dial fails. The returned backend's TCP counters include the connection
 // until release is called.
 func dialMember(ctx context.Context, route *routing.Route) (net.Conn, func(), error) {
-	tried := map[*routing.Backend]bool{}
+	var tried []*routing.Backend
 	var lastErr error
 	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	for {
@@ -33,7 +33,7 @@ func dialMember(ctx context.Context, route *routing.Route) (net.Conn, func(), er
 			}
 			return nil, nil, lastErr
 		}
-		tried[b] = true
+		tried = append(tried, b)
 		conn, err := d.DialContext(ctx, "tcp", b.Addr)
 		if err != nil {
 			lastErr = err

@@ -6,6 +6,7 @@
 package routing
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -193,9 +194,10 @@ func Build(s Snapshot, stats *Registry) *Table {
 	return t
 }
 
-// Pick returns the next backend round-robin, skipping those in skip and
-// those at the route's container concurrency; nil when none is left.
-func (r *Route) Pick(skip map[*Backend]bool) *Backend {
+// Pick returns the next backend round-robin, skipping those in skip (the
+// ones already tried) and those at the route's container concurrency; nil
+// when none is left.
+func (r *Route) Pick(skip []*Backend) *Backend {
 	n := len(r.Backends)
 	if n == 0 {
 		return nil
@@ -203,7 +205,7 @@ func (r *Route) Pick(skip map[*Backend]bool) *Backend {
 	start := r.rr.Add(1) - 1
 	for i := range n {
 		b := r.Backends[(int(start)+i)%n]
-		if skip[b] {
+		if slices.Contains(skip, b) {
 			continue
 		}
 		if r.ContainerConcurrency > 0 && b.Stats.InFlight() >= int64(r.ContainerConcurrency) {

@@ -106,11 +106,11 @@ func TestRoute_PickRoundRobinSkipsAndCaps(t *testing.T) {
 	}
 	first := r.Backends[0]
 	for range 4 {
-		if b := r.Pick(map[*Backend]bool{first: true}); b == first {
+		if b := r.Pick([]*Backend{first}); b == first {
 			t.Fatal("picked a skipped backend")
 		}
 	}
-	if b := r.Pick(map[*Backend]bool{r.Backends[0]: true, r.Backends[1]: true}); b != nil {
+	if b := r.Pick([]*Backend{r.Backends[0], r.Backends[1]}); b != nil {
 		t.Fatal("picked with everything skipped")
 	}
 	r.ContainerConcurrency = 1
