@@ -96,7 +96,7 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		return fmt.Errorf("nomad client: %w", err)
 	}
 	st := store.New(consul, cfg.KVPrefix)
-	driver := nomadjob.NewDriver(nomad.Jobs(), consul.Health())
+	driver := nomadjob.NewDriver(nomad.Jobs(), nomad.Allocations(), consul.Health())
 	elector := leader.New(consul, leader.Config{
 		Key: st.Layout().LeaderKey(), Name: cfg.Name,
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,

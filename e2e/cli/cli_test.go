@@ -186,6 +186,13 @@ func TestCLI_PoolLifecycle(t *testing.T) {
 	if info.AliveMembers != 3 || len(info.Members) != 3 || info.Members[0].Address == "" || info.Members[0].AllocID == "" {
 		t.Fatalf("status -json: %+v", info)
 	}
+	// Memory comes from Nomad's allocation stats: a running echo uses some.
+	testutil.Eventually(t, 20*time.Second, 500*time.Millisecond, "memory utilization from Nomad", func(context.Context) error {
+		if u := e.status("web").Utilization; u.AvgMemoryPercent <= 0 {
+			return fmt.Errorf("avg_memory_percent %v", u.AvgMemoryPercent)
+		}
+		return nil
+	})
 
 	// set-size 3 → 1: status shows the excess members draining, stopped,
 	// deleting, then gone.

@@ -37,10 +37,12 @@ type Store interface {
 	GetToken(ctx context.Context, hash string) (*store.Token, error)
 }
 
-// Nomad parses templates and observes pools; *nomadjob.Driver satisfies it.
+// Nomad parses templates, observes pools and reads allocation usage;
+// *nomadjob.Driver satisfies it.
 type Nomad interface {
 	Template(p *pool.Pool) (*nomadapi.Job, error)
 	Observe(ctx context.Context, p *pool.Pool) (*nomadjob.Snapshot, error)
+	Usage(ctx context.Context, allocID string) (cpuPercent, memPercent float64, err error)
 }
 
 var (

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -323,5 +324,40 @@ func (s *Server) info(ctx context.Context, p *pool.Pool) PoolInfo {
 		}
 		out.Members = append(out.Members, mi)
 	}
+	s.usage(ctx, &out)
 	return out
+}
+
+// usage fills CPU and memory from Nomad's allocation stats for members
+// that run, reading them in parallel; a member whose stats cannot be read
+// shows zero.
+func (s *Server) usage(ctx context.Context, out *PoolInfo) {
+	var wg sync.WaitGroup
+	for i := range out.Members {
+		m := &out.Members[i]
+		if m.AllocID == "" || (m.State != pool.MemberAlive && m.State != pool.MemberStarting && m.State != pool.MemberDraining) {
+			continue
+		}
+		wg.Go(func() {
+			cpu, mem, err := s.Nomad.Usage(ctx, m.AllocID)
+			if err != nil {
+				s.Log.Debug("allocation usage", "alloc_id", m.AllocID, "error", err)
+				return
+			}
+			m.CPUPercent, m.MemoryPercent = cpu, mem
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, m := range out.Members {
+		if m.State == pool.MemberAlive {
+			out.Utilization.AvgCPUPercent += m.CPUPercent
+			out.Utilization.AvgMemoryPercent += m.MemoryPercent
+			n++
+		}
+	}
+	if n > 0 {
+		out.Utilization.AvgCPUPercent /= float64(n)
+		out.Utilization.AvgMemoryPercent /= float64(n)
+	}
 }

@@ -24,6 +24,13 @@ type Jobs interface {
 	Deregister(jobID string, purge bool, q *api.WriteOptions) (string, *api.WriteMeta, error)
 }
 
+// Allocs is the part of Nomad's allocation API the driver uses;
+// *api.Allocations satisfies it.
+type Allocs interface {
+	Info(allocID string, q *api.QueryOptions) (*api.Allocation, *api.QueryMeta, error)
+	Stats(alloc *api.Allocation, q *api.QueryOptions) (*api.AllocResourceUsage, error)
+}
+
 // Health is the part of Consul's health API the driver uses;
 // *consulapi.Health satisfies it.
 type Health interface {
@@ -32,18 +39,60 @@ type Health interface {
 
 var (
 	_ Jobs   = (*api.Jobs)(nil)
+	_ Allocs = (*api.Allocations)(nil)
 	_ Health = (*consulapi.Health)(nil)
 )
 
 // Driver observes and drives pools' Nomad jobs.
 type Driver struct {
 	jobs   Jobs
+	allocs Allocs
 	health Health
 }
 
-// NewDriver returns a driver over Nomad's job API and Consul's health API.
-func NewDriver(jobs Jobs, health Health) *Driver {
-	return &Driver{jobs: jobs, health: health}
+// NewDriver returns a driver over Nomad's job and allocation APIs and
+// Consul's health API.
+func NewDriver(jobs Jobs, allocs Allocs, health Health) *Driver {
+	return &Driver{jobs: jobs, allocs: allocs, health: health}
+}
+
+// Usage is an allocation's CPU and memory use as a percentage of what it
+// was allocated (CPU in MHz, memory in MB).
+func (d *Driver) Usage(ctx context.Context, allocID string) (cpuPercent, memPercent float64, err error) {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	alloc, _, err := d.allocs.Info(allocID, q)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read allocation %s: %w", allocID, err)
+	}
+	usage, err := d.allocs.Stats(alloc, q)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read allocation stats %s: %w", allocID, err)
+	}
+	return UsagePercent(alloc, usage)
+}
+
+// UsagePercent relates measured usage to the allocation's resources.
+func UsagePercent(alloc *api.Allocation, usage *api.AllocResourceUsage) (cpuPercent, memPercent float64, err error) {
+	if usage == nil || usage.ResourceUsage == nil || alloc.AllocatedResources == nil {
+		return 0, 0, errors.New("no usage reported")
+	}
+	var cpuMHz, memMB int64
+	for _, t := range alloc.AllocatedResources.Tasks {
+		cpuMHz += t.Cpu.CpuShares
+		memMB += t.Memory.MemoryMB
+	}
+	ru := usage.ResourceUsage
+	if ru.CpuStats != nil && cpuMHz > 0 {
+		cpuPercent = ru.CpuStats.TotalTicks / float64(cpuMHz) * 100
+	}
+	if ru.MemoryStats != nil && memMB > 0 {
+		used := ru.MemoryStats.RSS
+		if used == 0 {
+			used = ru.MemoryStats.Usage
+		}
+		memPercent = float64(used) / float64(memMB<<20) * 100
+	}
+	return cpuPercent, memPercent, nil
 }
 
 // Snapshot is what Nomad and Consul say about one pool at one moment.

@@ -221,3 +221,20 @@ func TestIsNotFound(t *testing.T) {
 		t.Error("nil is not a 404")
 	}
 }
+
+func TestUsagePercent(t *testing.T) {
+	alloc := &api.Allocation{AllocatedResources: &api.AllocatedResources{Tasks: map[string]*api.AllocatedTaskResources{
+		"echo": {Cpu: api.AllocatedCpuResources{CpuShares: 200}, Memory: api.AllocatedMemoryResources{MemoryMB: 64}},
+	}}}
+	usage := &api.AllocResourceUsage{ResourceUsage: &api.ResourceUsage{
+		CpuStats:    &api.CpuStats{TotalTicks: 50},
+		MemoryStats: &api.MemoryStats{RSS: 16 << 20},
+	}}
+	cpu, mem, err := UsagePercent(alloc, usage)
+	if err != nil || cpu != 25 || mem != 25 {
+		t.Fatalf("cpu %v mem %v err %v; want 25, 25", cpu, mem, err)
+	}
+	if _, _, err := UsagePercent(alloc, &api.AllocResourceUsage{}); err == nil {
+		t.Fatal("no usage must be an error")
+	}
+}
