@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsimple"
 
 	"github.com/tidepool-run/tidepool/plugin/pool"
@@ -64,24 +66,12 @@ type limitsBlock struct {
 	MaxDesiredCount *int `hcl:"max_desired_count,optional"`
 }
 
-// autoscalerFile holds server-wide autoscaling defaults and bounds, like
-// Knative's config-autoscaler.
+// autoscalerFile holds server-wide autoscaling defaults (every key of a
+// pool's autoscaling block) and bounds, like Knative's config-autoscaler.
 type autoscalerFile struct {
-	Metric                   *string  `hcl:"metric,optional"`
-	Target                   *float64 `hcl:"target,optional"`
-	TargetUtilization        *float64 `hcl:"target_utilization,optional"`
-	ContainerConcurrency     *int     `hcl:"container_concurrency,optional"`
-	MinScale                 *int     `hcl:"min_scale,optional"`
-	MaxScale                 *int     `hcl:"max_scale,optional"`
-	InitialScale             *int     `hcl:"initial_scale,optional"`
-	ActivationScale          *int     `hcl:"activation_scale,optional"`
-	ScaleDownDelay           *string  `hcl:"scale_down_delay,optional"`
-	StableWindow             *string  `hcl:"stable_window,optional"`
-	PanicWindowPercentage    *float64 `hcl:"panic_window_percentage,optional"`
-	PanicThresholdPercentage *float64 `hcl:"panic_threshold_percentage,optional"`
-	QueueTimeout             *string  `hcl:"queue_timeout,optional"`
-	MaxScaleLimit            *int     `hcl:"max_scale_limit,optional"`
-	AllowZeroInitialScale    *bool    `hcl:"allow_zero_initial_scale,optional"`
+	MaxScaleLimit         *int     `hcl:"max_scale_limit,optional"`
+	AllowZeroInitialScale *bool    `hcl:"allow_zero_initial_scale,optional"`
+	Defaults              hcl.Body `hcl:",remain"`
 }
 
 // serverFlags binds the flags of `tidepool server`.
@@ -209,22 +199,22 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		cfg.Defaults.Limits.MaxDesiredCount = *l.MaxDesiredCount
 	}
 	if a := file.Autoscaler; a != nil {
-		d := &cfg.Defaults.Autoscaling
-		assign(&d.Metric, a.Metric)
-		assign(&d.Target, a.Target)
-		assign(&d.TargetUtilization, a.TargetUtilization)
-		assign(&d.ContainerConcurrency, a.ContainerConcurrency)
-		assign(&d.MinScale, a.MinScale)
-		assign(&d.MaxScale, a.MaxScale)
-		assign(&d.InitialScale, a.InitialScale)
-		assign(&d.ActivationScale, a.ActivationScale)
-		assign(&d.PanicWindowPercentage, a.PanicWindowPercentage)
-		assign(&d.PanicThresholdPercentage, a.PanicThresholdPercentage)
-		sdd, sw, qt := d.ScaleDownDelay.D(), d.StableWindow.D(), d.QueueTimeout.D()
-		dur("autoscaler.scale_down_delay", &sdd, a.ScaleDownDelay)
-		dur("autoscaler.stable_window", &sw, a.StableWindow)
-		dur("autoscaler.queue_timeout", &qt, a.QueueTimeout)
-		d.ScaleDownDelay, d.StableWindow, d.QueueTimeout = pool.Duration(sdd), pool.Duration(sw), pool.Duration(qt)
+		var block poolspec.AutoscalingBlock
+		if diags := gohcl.DecodeBody(a.Defaults, nil, &block); diags.HasErrors() {
+			errs = append(errs, diags.Error())
+		} else {
+			block.ApplyTo(&cfg.Defaults.Autoscaling, func(dst *pool.Duration, v *string, key string) {
+				if v == nil {
+					return
+				}
+				var d time.Duration
+				if err := durationSetter(&d)(*v); err != nil {
+					errs = append(errs, "autoscaler."+key+": "+err.Error())
+					return
+				}
+				*dst = pool.Duration(d)
+			})
+		}
 		assign(&cfg.Defaults.Limits.MaxScaleLimit, a.MaxScaleLimit)
 		assign(&cfg.Defaults.Limits.AllowZeroInitialScale, a.AllowZeroInitialScale)
 	}

@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,20 +82,9 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	e := &cliEnv{t: t, bin: testutil.BuildBinary(t, "./cmd/tidepool"), dir: t.TempDir()}
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
 	c := cluster.New(t, cluster.Config{Name: "cli"})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = l.Addr().String()
-	_ = l.Close()
+	e.addr = testutil.FreeAddr(t)
 	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-http-addr", e.addr, "-session-ttl", "10s", "-lock-delay", "1s")
-	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, "server health", func(ctx context.Context) error {
-		resp, err := http.Get("http://" + e.addr + "/v1/health")
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		return err
-	})
+	testutil.WaitHealthy(t, e.addr)
 
 	var boot api.TokenInfo
 	if err := json.Unmarshal([]byte(e.ok("token", "bootstrap", "-json")), &boot); err != nil || boot.Token == "" {

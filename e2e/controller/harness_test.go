@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -49,18 +48,11 @@ func newEnv(t *testing.T) *env {
 // startServer runs `tidepool server` against the cluster.
 func (e *env) startServer(name string) *testutil.Process {
 	e.t.Helper()
-	addr := freeAddr(e.t)
+	addr := testutil.FreeAddr(e.t)
 	p := testutil.StartProcess(e.t, name, e.tidepool, e.c.Env(),
 		"server", "-http-addr", addr, "-name", name, "-kv-prefix", kvPrefix,
 		"-session-ttl", "10s", "-lock-delay", "1s", "-sweep-interval", "15s", "-log-level", "debug")
-	testutil.Eventually(e.t, 10*time.Second, 50*time.Millisecond, name+" health", func(ctx context.Context) error {
-		resp, err := http.Get("http://" + addr + "/v1/health")
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		return nil
-	})
+	testutil.WaitHealthy(e.t, addr)
 	return p
 }
 
@@ -309,16 +301,6 @@ func keys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
 }
 
 // prober calls one address continuously and counts failures.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -33,43 +32,22 @@ type env struct {
 	http     *http.Client
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
-func waitHealth(t *testing.T, addr string) {
-	t.Helper()
-	testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, addr+" health", func(ctx context.Context) error {
-		resp, err := http.Get("http://" + addr + "/v1/health")
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		return err
-	})
-}
-
 // newEnv starts agents, a controller and a gateway (with extra gateway
 // args), and bootstraps a token.
 func newEnv(t *testing.T, gatewayArgs ...string) *env {
 	t.Helper()
 	e := &env{
 		t: t, tidepool: testutil.BuildBinary(t, "./cmd/tidepool"), echo: testutil.BuildBinary(t, "./cmd/tidepool-echo"),
-		apiAddr: freeAddr(t), gwAddr: freeAddr(t),
+		apiAddr: testutil.FreeAddr(t), gwAddr: testutil.FreeAddr(t),
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 100}},
 	}
 	e.c = cluster.New(t, cluster.Config{Name: "gw"})
 	testutil.StartProcess(t, "server", e.tidepool, e.c.Env(), "server", "-http-addr", e.apiAddr,
 		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
-	waitHealth(t, e.apiAddr)
+	testutil.WaitHealthy(t, e.apiAddr)
 	e.gateway = testutil.StartProcess(t, "gateway", e.tidepool, e.c.Env(),
 		append([]string{"gateway", "-http-addr", e.gwAddr, "-name", "gw-test", "-log-level", "debug"}, gatewayArgs...)...)
-	waitHealth(t, e.gwAddr)
+	testutil.WaitHealthy(t, e.gwAddr)
 
 	anon, _ := client.New(e.apiAddr, "")
 	boot, err := anon.Bootstrap(context.Background())

@@ -54,7 +54,7 @@ func echoTCP(t *testing.T, addr string) {
 }
 
 func TestGateway_WebSocketTCPAndRawTCP(t *testing.T) {
-	rawAddr := freeAddr(t)
+	rawAddr := testutil.FreeAddr(t)
 	cfg := filepath.Join(t.TempDir(), "gateway.hcl")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "tcp_listener {\n  address = %q\n  pool = \"admin/web\"\n  port = 9000\n}\n", rawAddr), 0o644); err != nil {
 		t.Fatal(err)
@@ -79,7 +79,7 @@ func TestGateway_WebSocketTCPAndRawTCP(t *testing.T) {
 	})
 
 	t.Run("TCP through pool forward", func(t *testing.T) {
-		listen := freeAddr(t)
+		listen := testutil.FreeAddr(t)
 		fwd := testutil.StartProcess(t, "forward", e.tidepool, []string{"TIDEPOOL_TOKEN=" + e.token, "TIDEPOOL_GATEWAY_ADDR=http://" + e.gwAddr},
 			"pool", "forward", "-listen", listen, "web", "9000")
 		testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, "forward listening", func(context.Context) error {

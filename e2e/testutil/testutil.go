@@ -4,6 +4,8 @@ package testutil
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -60,4 +62,32 @@ func Eventually(t testing.TB, timeout, interval time.Duration, what string, cond
 		case <-tick.C:
 		}
 	}
+}
+
+// FreeAddr returns a loopback address with a port free right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// WaitHealthy waits until GET http://addr/v1/health answers.
+func WaitHealthy(t testing.TB, addr string) {
+	t.Helper()
+	Eventually(t, 15*time.Second, 50*time.Millisecond, addr+" health", func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/health", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		return nil
+	})
 }

@@ -96,23 +96,7 @@ func Parse(filename string, src []byte, readFile func(string) ([]byte, error), d
 	}
 	if a := b.Autoscaling; a != nil {
 		as := d.Autoscaling
-		setIf(&as.Metric, a.Metric)
-		setIf(&as.Target, a.Target)
-		setIf(&as.TargetUtilization, a.TargetUtilization)
-		setIf(&as.ContainerConcurrency, a.ContainerConcurrency)
-		setIf(&as.MinScale, a.MinScale)
-		setIf(&as.MaxScale, a.MaxScale)
-		setIf(&as.InitialScale, a.InitialScale)
-		setIf(&as.ActivationScale, a.ActivationScale)
-		if a.ActivationScale == nil {
-			// Knative's rule is min ≤ activation: follow a raised floor.
-			as.ActivationScale = max(as.ActivationScale, as.MinScale)
-		}
-		setIf(&as.PanicWindowPercentage, a.PanicWindowPercentage)
-		setIf(&as.PanicThresholdPercentage, a.PanicThresholdPercentage)
-		dur.set(&as.ScaleDownDelay, a.ScaleDownDelay, "autoscaling.scale_down_delay")
-		dur.set(&as.StableWindow, a.StableWindow, "autoscaling.stable_window")
-		dur.set(&as.QueueTimeout, a.QueueTimeout, "autoscaling.queue_timeout")
+		a.ApplyTo(&as, func(dst *pool.Duration, v *string, key string) { dur.set(dst, v, "autoscaling."+key) })
 		spec.Autoscaling = &as
 	}
 	if s := b.Scaler; s != nil {
@@ -166,6 +150,28 @@ func setIf[T any](dst *T, p *T) {
 	if p != nil {
 		*dst = *p
 	}
+}
+
+// ApplyTo overrides dst with every key the block sets. Durations go
+// through dur, which reports a bad one under its key.
+func (a *AutoscalingBlock) ApplyTo(dst *pool.Autoscaling, dur func(dst *pool.Duration, v *string, key string)) {
+	setIf(&dst.Metric, a.Metric)
+	setIf(&dst.Target, a.Target)
+	setIf(&dst.TargetUtilization, a.TargetUtilization)
+	setIf(&dst.ContainerConcurrency, a.ContainerConcurrency)
+	setIf(&dst.MinScale, a.MinScale)
+	setIf(&dst.MaxScale, a.MaxScale)
+	setIf(&dst.InitialScale, a.InitialScale)
+	setIf(&dst.ActivationScale, a.ActivationScale)
+	if a.ActivationScale == nil {
+		// Knative's rule is min ≤ activation: follow a raised floor.
+		dst.ActivationScale = max(dst.ActivationScale, dst.MinScale)
+	}
+	setIf(&dst.PanicWindowPercentage, a.PanicWindowPercentage)
+	setIf(&dst.PanicThresholdPercentage, a.PanicThresholdPercentage)
+	dur(&dst.ScaleDownDelay, a.ScaleDownDelay, "scale_down_delay")
+	dur(&dst.StableWindow, a.StableWindow, "stable_window")
+	dur(&dst.QueueTimeout, a.QueueTimeout, "queue_timeout")
 }
 
 // durationDecoder parses duration strings, collecting errors at their

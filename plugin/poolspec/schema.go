@@ -16,7 +16,7 @@ type poolBlock struct {
 	Ports        []portBlock       `hcl:"port,block"`
 	Methods      *methodsBlock     `hcl:"methods,block"`
 	Drain        *drainBlock       `hcl:"drain,block"`
-	Autoscaling  *autoscalingBlock `hcl:"autoscaling,block"`
+	Autoscaling  *AutoscalingBlock `hcl:"autoscaling,block"`
 	Scaler       *scalerBlock      `hcl:"scaler,block"`
 }
 
@@ -38,7 +38,9 @@ type drainBlock struct {
 	GracePeriod *string `hcl:"grace_period,optional"`
 }
 
-type autoscalingBlock struct {
+// AutoscalingBlock is the HCL shape of an autoscaling block, in pool specs
+// and in the server's autoscaler {} defaults.
+type AutoscalingBlock struct {
 	Metric                   *string  `hcl:"metric,optional"`
 	Target                   *float64 `hcl:"target,optional"`
 	TargetUtilization        *float64 `hcl:"target_utilization,optional"`

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func loadWith(t *testing.T, file string, env map[string]string, args ...string) (serverConfig, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	var f serverFlags
+	f.bind(fs)
+	if file != "" {
+		path := filepath.Join(t.TempDir(), "server.hcl")
+		if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append([]string{"-config", path}, args...)
+	}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return loadServerConfig(fs, &f, func(k string) string { return env[k] })
+}
+
+func TestLoadServerConfig_Precedence(t *testing.T) {
+	file := `
+http_addr      = "127.0.0.1:1111"
+sweep_interval = "10s"
+leader {
+  session_ttl = "20s"
+}
+autoscaler {
+  target                   = 50
+  stable_window            = "2m"
+  min_scale                = 2
+  max_scale_limit          = 30
+  allow_zero_initial_scale = true
+}
+limits {
+  max_desired_count = 40
+}
+`
+	cfg, err := loadWith(t, file, map[string]string{"TIDEPOOL_HTTP_ADDR": "127.0.0.1:2222", "TIDEPOOL_SWEEP_INTERVAL": "5s"}, "-sweep-interval", "3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != "127.0.0.1:2222" {
+		t.Errorf("http addr %s: the environment beats the file", cfg.HTTPAddr)
+	}
+	if cfg.SweepInterval != 3*time.Second {
+		t.Errorf("sweep %s: flags beat the environment", cfg.SweepInterval)
+	}
+	if cfg.SessionTTL != 20*time.Second || cfg.LockDelay != 15*time.Second {
+		t.Errorf("ttl %s lock delay %s", cfg.SessionTTL, cfg.LockDelay)
+	}
+	a := cfg.Defaults.Autoscaling
+	if a.Target != 50 || a.StableWindow.D() != 2*time.Minute || a.MinScale != 2 || a.ActivationScale != 2 || a.Metric != "concurrency" {
+		t.Errorf("autoscaler defaults %+v", a)
+	}
+	l := cfg.Defaults.Limits
+	if l.MaxScaleLimit != 30 || !l.AllowZeroInitialScale || l.MaxDesiredCount != 40 {
+		t.Errorf("limits %+v", l)
+	}
+}
+
+func TestLoadServerConfig_Errors(t *testing.T) {
+	tests := map[string]string{
+		`sweep_interval = "soon"`:                  "sweep_interval",
+		`leader { session_ttl = "2s" }`:            "session_ttl must be from 10s",
+		`autoscaler { stable_window = "a while" }`: "autoscaler.stable_window",
+		`autoscaler { stable_windw = "60s" }`:      "stable_windw",
+		`unknown_key = 1`:                          "unknown_key",
+	}
+	for file, want := range tests {
+		if _, err := loadWith(t, file, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want it to mention %q", file, err, want)
+		}
+	}
+}
