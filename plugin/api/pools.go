@@ -124,7 +124,9 @@ func (s *Server) listPools(c *gin.Context) {
 	})
 	out := PoolList{Count: len(pools), Pools: make([]PoolInfo, 0, len(pools))}
 	for _, p := range pools {
-		out.Pools = append(out.Pools, s.info(c.Request.Context(), p))
+		// Listing skips Nomad's per-allocation stats: one pool's status
+		// has them.
+		out.Pools = append(out.Pools, s.summary(c.Request.Context(), p))
 	}
 	c.JSON(http.StatusOK, out)
 }
@@ -269,9 +271,16 @@ func parseIfMatch(h string) (int64, error) {
 }
 
 // info assembles a PoolInfo from the records and what Nomad and Consul say
-// now. When they cannot be reached, members are shown from the records
-// alone.
+// now, CPU and memory included. When they cannot be reached, members are
+// shown from the records alone.
 func (s *Server) info(ctx context.Context, p *pool.Pool) PoolInfo {
+	out := s.summary(ctx, p)
+	s.usage(ctx, &out)
+	return out
+}
+
+// summary is info without Nomad's per-allocation stats.
+func (s *Server) summary(ctx context.Context, p *pool.Pool) PoolInfo {
 	out := PoolInfo{
 		PoolID: p.ID, Name: p.Spec.Name, Owner: p.Owner, DesiredCount: p.Spec.DesiredCount,
 		Active: p.Spec.Active, State: p.State(), Generation: p.Generation,
@@ -324,7 +333,6 @@ func (s *Server) info(ctx context.Context, p *pool.Pool) PoolInfo {
 		}
 		out.Members = append(out.Members, mi)
 	}
-	s.usage(ctx, &out)
 	return out
 }
 
