@@ -115,6 +115,7 @@ func (g *Gateway) routes() *gin.Engine {
 	r.Use(gin.Recovery())
 	r.GET("/v1/health", g.health)
 	r.GET("/v1/stats", g.serveStats)
+	r.GET("/v1/routes", g.serveRoutes)
 	r.GET("/metrics", gin.WrapH(g.metrics.handler()))
 	r.GET("/proxy/spaces/:pool/port/:port", g.tunnel)
 	r.POST("/api/methods/call", g.callMethods)

@@ -100,3 +100,28 @@ func (r *rates) of(s *routing.MemberStats) (http, tcp, method float64) {
 	}
 	return rate(sm.http), rate(sm.tcp), rate(sm.method)
 }
+
+// routeInfo is one route of GET /v1/routes.
+type routeInfo struct {
+	Host     string   `json:"host"`
+	PoolID   string   `json:"pool_id"`
+	Protocol string   `json:"protocol"`
+	Public   bool     `json:"public"`
+	Waiting  bool     `json:"waiting"`
+	Backends []string `json:"backends"`
+}
+
+// serveRoutes answers GET /v1/routes: what this gateway routes where, for
+// operators asking "why does this request go there?".
+func (g *Gateway) serveRoutes(c *gin.Context) {
+	t := g.watcher.Table()
+	out := []routeInfo{}
+	t.Each(func(label string, r *routing.Route) {
+		ri := routeInfo{Host: label + "." + g.cfg.Domain, PoolID: r.PoolID, Protocol: r.Port.Protocol, Public: r.Port.Public, Waiting: r.Waiting, Backends: []string{}}
+		for _, b := range r.Backends {
+			ri.Backends = append(ri.Backends, b.Stats.ID+"@"+b.Addr)
+		}
+		out = append(out, ri)
+	})
+	c.JSON(http.StatusOK, gin.H{"members_index": t.MembersIndex, "routes": out})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -41,6 +42,7 @@ func newHandler(id identity, log hclog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("/sleep", h.sleep)
+	mux.HandleFunc("GET /sse", h.sse)
 	mux.HandleFunc("/ws", h.websocket)
 	mux.HandleFunc("POST /rpc", h.rpc)
 	mux.HandleFunc("/", h.echo)
@@ -83,6 +85,34 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, slept int64) {
 		Host:     r.Host,
 		SleptMS:  slept,
 	})
+}
+
+// sse streams n server-sent events (?n=, default 3), one every
+// interval_ms (default 100), flushing each, to show streaming works end to
+// end.
+func (h *handler) sse(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.Atoi(r.URL.Query().Get("n"))
+	if err != nil || n < 1 || n > 1000 {
+		n = 3
+	}
+	every, err := parseMillis(r.URL.Query().Get("interval_ms"))
+	if err != nil {
+		every = 100 * time.Millisecond
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	rc := http.NewResponseController(w)
+	for i := range n {
+		if i > 0 && sleepCtx(r.Context(), every) != nil {
+			return
+		}
+		if _, err := fmt.Fprintf(w, "id: %d\ndata: %s %d\n\n", i, h.id.Member, i); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
 }
 
 // websocket echoes every message back with its type until the peer closes.

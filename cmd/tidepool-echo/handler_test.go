@@ -234,3 +234,16 @@ func TestTCPEcho_EchoesAndShutsDown(t *testing.T) {
 		t.Fatal("connection still open after shutdown")
 	}
 }
+
+func TestSSE_StreamsEvents(t *testing.T) {
+	srv := newTestServer(t)
+	resp, err := http.Get(srv.URL + "/sse?n=2&interval_ms=10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.Header.Get("Content-Type") != "text/event-stream" || string(b) != "id: 0\ndata: m-1 0\n\nid: 1\ndata: m-1 1\n\n" {
+		t.Fatalf("content type %q body %q", resp.Header.Get("Content-Type"), b)
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -168,6 +170,41 @@ func TestGateway_KilledMemberRetriesOnDial(t *testing.T) {
 	for _, pid := range testutil.PIDsWithEnv("NOMAD_ALLOC_ID", victim.AllocID) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	// Requests right after the kill: dial failures move on to live members.
+	for i := range 50 {
+		if status, body, err := e.get(host, "/", nil); err != nil || status != http.StatusOK {
+			t.Fatalf("request %d right after the kill: status %d err %v body %s", i, status, err, body)
+		}
+	}
+	// Consul marks the victim critical; the gateway's table follows.
+	var criticalAt time.Time
+	testutil.Eventually(t, 30*time.Second, 10*time.Millisecond, "victim critical in Consul", func(ctx context.Context) error {
+		entries, _, err := e.c.Consul.Health().Service("gw-http", "", false, nil)
+		if err != nil {
+			return err
+		}
+		for _, en := range entries {
+			if en.Service.Meta[pool.ServiceMetaMember] == victim.ID && en.Checks.AggregatedStatus() != "passing" {
+				criticalAt = time.Now()
+				return nil
+			}
+		}
+		return errors.New("still passing")
+	})
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "victim gone from the gateway's table", func(ctx context.Context) error {
+		resp, err := http.Get("http://" + e.gwAddr + "/v1/routes")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		if strings.Contains(string(b), victim.ID+"@") {
+			return errors.New("still routed")
+		}
+		return nil
+	})
+	t.Logf("member %s: critical in Consul → out of the gateway's table in %s", victim.ID, time.Since(criticalAt).Round(time.Millisecond))
+
 	failures := 0
 	for i := range 300 {
 		status, body, err := e.get(host, "/", nil)
@@ -239,5 +276,49 @@ func TestGateway_ServesThroughConsulOutage(t *testing.T) {
 		if status, body, err := e.get(host, "/", nil); err != nil || status != http.StatusOK {
 			t.Fatalf("with Consul down: status %d err %v body %s", status, err, body)
 		}
+	}
+}
+
+// TestGateway_StreamsAndShutsDownGracefully: server-sent events reach the
+// client as they are written; on SIGTERM the gateway lets an in-flight
+// request finish.
+func TestGateway_StreamsAndShutsDownGracefully(t *testing.T) {
+	e := newEnv(t)
+	e.createPool(basicSpec(1, 5*time.Second, 5*time.Second, e.template("http")), 1)
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+e.gwAddr+"/sse?n=2&interval_ms=3000", nil)
+	req.Host = host + ".localhost"
+	start := time.Now()
+	resp, err := e.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, len("id: 0\n"))
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "id: 0\n" {
+		t.Fatalf("first event %q, %v", first, err)
+	}
+	if took := time.Since(start); took > 2500*time.Millisecond {
+		t.Fatalf("the first event arrived after %s: the stream was buffered until its 3 s pause ended", took)
+	}
+	_ = resp.Body.Close()
+
+	type result struct {
+		status int
+		err    error
+	}
+	inflight := make(chan result, 1)
+	go func() {
+		status, _, err := e.get(host, "/sleep?ms=2000", nil)
+		inflight <- result{status, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := e.gateway.Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-inflight; r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("in-flight request across the gateway's shutdown: status %d, err %v", r.status, r.err)
+	}
+	if _, _, err := e.get(host, "/", nil); err == nil {
+		t.Fatal("the gateway still accepts requests after shutting down")
 	}
 }

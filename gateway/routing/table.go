@@ -98,6 +98,18 @@ func (t *Table) MethodAnyOwner(method string) []*Route {
 	return out
 }
 
+// Each calls fn for every route, by host label in order.
+func (t *Table) Each(fn func(label string, r *Route)) {
+	labels := make([]string, 0, len(t.hosts))
+	for l := range t.hosts {
+		labels = append(labels, l)
+	}
+	sort.Strings(labels)
+	for _, l := range labels {
+		fn(l, t.hosts[l])
+	}
+}
+
 // Len is the number of routes, for metrics.
 func (t *Table) Len() int { return len(t.hosts) }
 
