@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"syscall"
 	"testing"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -108,6 +111,36 @@ func BenchmarkMinimalProxy_ServeHTTP(b *testing.B) {
 		p.ServeHTTP(rec, req)
 		if rec.Code != http.StatusOK {
 			b.Fatalf("status %d", rec.Code)
+		}
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	get := httptest.NewRequest(http.MethodGet, "/", nil)
+	post := httptest.NewRequest(http.MethodPost, "/", nil)
+	dial := &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}
+	reset := &net.OpError{Op: "read", Err: syscall.ECONNRESET}
+	unread := &replayBody{}
+	read := &replayBody{}
+	read.started.Store(true)
+	tests := []struct {
+		name string
+		req  *http.Request
+		err  error
+		body *replayBody
+		want bool
+	}{
+		{"dial failure", get, dial, nil, true},
+		{"dial failure with an unsent body", post, dial, unread, true},
+		{"dial failure after the body was read", post, dial, read, false},
+		{"reset under an idempotent request", get, reset, nil, true},
+		{"reset under a POST", post, reset, nil, false},
+		{"reset with a body", get, reset, unread, false},
+		{"timeout", get, context.DeadlineExceeded, nil, false},
+	}
+	for _, tt := range tests {
+		if got := retryable(tt.req, tt.err, tt.body); got != tt.want {
+			t.Errorf("%s: retryable = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/httputil"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -145,7 +146,7 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			return resp, nil
 		}
-		if !isDialError(err) || (body != nil && body.started.Load()) || req.Context().Err() != nil {
+		if !retryable(req, err, body) {
 			return nil, err
 		}
 		lastErr = err
@@ -166,6 +167,28 @@ func (b *replayBody) Read(p []byte) (int, error) {
 }
 
 func (b *replayBody) Close() error { return nil }
+
+// retryable reports whether a failed attempt may go to another member: a
+// dial failure (nothing was sent), or a connection reset or closed under an
+// idempotent request without a body — the member died with a kept-alive
+// connection open, and the request can be repeated safely, as Go's own
+// transport would on the same host.
+func retryable(req *http.Request, err error, body *replayBody) bool {
+	switch {
+	case req.Context().Err() != nil:
+		return false
+	case isDialError(err):
+		return body == nil || !body.started.Load()
+	case body != nil:
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		return false
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
 
 func isDialError(err error) bool {
 	var op *net.OpError

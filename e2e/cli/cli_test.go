@@ -82,6 +82,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	e := &cliEnv{t: t, bin: testutil.BuildBinary(t, "./cmd/tidepool"), dir: t.TempDir()}
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
 	c := cluster.New(t, cluster.Config{Name: "cli"})
+	testutil.HoldDrains(t, c.Consul) // so status can show each drain phase
 	e.addr = testutil.FreeAddr(t)
 	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-http-addr", e.addr, "-session-ttl", "10s", "-lock-delay", "1s")
 	testutil.WaitHealthy(t, e.addr)
@@ -98,31 +99,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	}
 	e.token = alice.Token
 
-	e.write("web.nomad.hcl", fmt.Sprintf(`job "web" {
-  group "web" {
-    network {
-      port "http" {}
-    }
-    service {
-      name = "cli-web"
-      port = "http"
-      check {
-        type     = "http"
-        path     = "/healthz"
-        interval = "1s"
-        timeout  = "1s"
-      }
-    }
-    task "echo" {
-      driver = "raw_exec"
-      config {
-        command = %q
-      }
-      kill_timeout = "2s"
-    }
-  }
-}
-`, echo))
+	e.write("web.nomad.hcl", testutil.EchoJob{Bin: echo, Service: "cli-web"}.HCL())
 	return e
 }
 

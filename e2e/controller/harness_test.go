@@ -42,6 +42,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e.c = cluster.New(t, cluster.Config{Name: "ctrl"})
 	e.store = store.New(e.c.Consul, kvPrefix)
+	testutil.HoldDrains(t, e.c.Consul) // drains here run to drain.timeout
 	return e
 }
 
@@ -57,43 +58,7 @@ func (e *env) startServer(name string) *testutil.Process {
 }
 
 func (e *env) template() string {
-	return fmt.Sprintf(`job "echo" {
-  group "echo" {
-    network {
-      port "http" {}
-    }
-    restart {
-      attempts = 0
-      mode     = "fail"
-    }
-    reschedule {
-      attempts  = 0
-      unlimited = false
-    }
-    service {
-      name = "tp-echo"
-      port = "http"
-      check {
-        type     = "http"
-        path     = "/healthz"
-        interval = "1s"
-        timeout  = "1s"
-      }
-    }
-    task "echo" {
-      driver = "raw_exec"
-      config {
-        command = %q
-      }
-      kill_timeout = "2s"
-      resources {
-        cpu    = 50
-        memory = 32
-      }
-    }
-  }
-}
-`, e.echo)
+	return testutil.EchoJob{Bin: e.echo, Service: "tp-echo", NoRestart: true}.HCL()
 }
 
 // createPool stores a pool as the API will, with short drain timers.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -60,40 +59,7 @@ func newEnv(t *testing.T, gatewayArgs ...string) *env {
 }
 
 func (e *env) template(ports ...string) string {
-	var network, services strings.Builder
-	env := ""
-	for _, p := range ports {
-		fmt.Fprintf(&network, "      port %q {}\n", p)
-		check := `type = "http"
-        path = "/healthz"`
-		if p == "tcp" {
-			check = `type = "tcp"`
-		}
-		fmt.Fprintf(&services, `    service {
-      name = "gw-%s"
-      port = %q
-      check {
-        %s
-        interval = "1s"
-        timeout  = "1s"
-      }
-    }
-`, p, p, check)
-	}
-	return fmt.Sprintf(`job "echo" {
-  group "echo" {
-    network {
-%s    }
-%s    task "echo" {
-      driver = "raw_exec"
-      config {
-        command = %q
-      }
-%s      kill_timeout = "10s"
-    }
-  }
-}
-`, network.String(), services.String(), e.echo, env)
+	return testutil.EchoJob{Bin: e.echo, Service: "gw-http", Ports: ports}.HCL()
 }
 
 // createPool creates a pool through the API and waits for n alive members.

@@ -106,32 +106,9 @@ func TestSelfHosted_ControllersAndGatewayOnNomad(t *testing.T) {
 	api, _ := client.New(controllers[1], boot.Token)
 	spec := pool.Spec{
 		Name: "web", DesiredCount: 2, Active: true,
-		Ports: []pool.Port{{Label: "http", Number: 8080, Protocol: pool.ProtocolHTTP, Public: true}},
-		Drain: pool.Drain{Timeout: pool.Duration(5 * time.Second), GracePeriod: pool.Duration(5 * time.Second)},
-		Template: fmt.Sprintf(`job "web" {
-  group "web" {
-    network {
-      port "http" {}
-    }
-    service {
-      name = "self-web"
-      port = "http"
-      check {
-        type     = "http"
-        path     = "/healthz"
-        interval = "1s"
-        timeout  = "1s"
-      }
-    }
-    task "echo" {
-      driver = "raw_exec"
-      config {
-        command = %q
-      }
-    }
-  }
-}
-`, echo),
+		Ports:    []pool.Port{{Label: "http", Number: 8080, Protocol: pool.ProtocolHTTP, Public: true}},
+		Drain:    pool.Drain{Timeout: pool.Duration(5 * time.Second), GracePeriod: pool.Duration(5 * time.Second)},
+		Template: testutil.EchoJob{Bin: echo, Service: "self-web"}.HCL(),
 	}
 	if _, err := api.CreatePool(ctx, &spec); err != nil {
 		t.Fatal(err)

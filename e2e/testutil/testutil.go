@@ -11,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
 // BuildBinary compiles the main package at pkg (e.g.
@@ -90,4 +94,18 @@ func WaitHealthy(t testing.TB, addr string) {
 		_ = resp.Body.Close()
 		return nil
 	})
+}
+
+// HoldDrains registers a tidepool-gateway in Consul that nothing answers
+// for. With no gateway at all nothing can route to a member and drains end
+// at once; with a gateway the leader cannot read, drains wait for
+// drain.timeout, as they must for any gateway it cannot vouch for. Tests
+// that follow a drain through its phases use it.
+func HoldDrains(t testing.TB, c *consulapi.Client) {
+	t.Helper()
+	if err := c.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+		ID: "unreadable-gateway", Name: pool.GatewayService, Address: "127.0.0.1", Port: 1,
+	}); err != nil {
+		t.Fatalf("register an unreadable gateway: %v", err)
+	}
 }

@@ -28,7 +28,7 @@ type Health interface {
 
 var _ Health = (*consulapi.Health)(nil)
 
-// Scraper polls every passing tidepool-gateway each interval.
+// Scraper polls every registered tidepool-gateway each interval.
 type Scraper struct {
 	health   Health
 	client   *http.Client
@@ -42,8 +42,8 @@ type Scraper struct {
 
 type round struct {
 	at time.Time
-	// gateways: every passing gateway, with nil stats when its scrape
-	// failed.
+	// gateways: every registered gateway, with nil stats when it is not
+	// passing or its scrape failed.
 	gateways map[string]*pool.GatewayStats
 }
 
@@ -71,7 +71,9 @@ func (s *Scraper) Run(ctx context.Context) {
 }
 
 func (s *Scraper) scrape(ctx context.Context) {
-	entries, _, err := s.health.Service(pool.GatewayService, "", true, (&consulapi.QueryOptions{AllowStale: true}).WithContext(ctx))
+	// Every registered gateway counts, passing or not: one failing its
+	// check may still be proxying, so its members' drains must wait.
+	entries, _, err := s.health.Service(pool.GatewayService, "", false, (&consulapi.QueryOptions{AllowStale: true}).WithContext(ctx))
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("list gateways", "error", err)
@@ -91,6 +93,10 @@ func (s *Scraper) scrape(ctx context.Context) {
 		}
 		url := "http://" + net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)) + "/v1/stats"
 		id := e.Service.ID
+		if e.Checks.AggregatedStatus() != consulapi.HealthPassing {
+			r.gateways[id] = nil // cannot vouch for it
+			continue
+		}
 		wg.Go(func() {
 			st, err := s.fetch(ctx, url)
 			if err != nil && ctx.Err() == nil {
@@ -141,7 +147,7 @@ func (s *Scraper) fresh() *round {
 // draining member is included only once every live gateway has applied its
 // drain mark (its table's members index has reached the member record's)
 // and reported; otherwise it is left out, and the drain waits. With no
-// live gateway nothing can route to a member, so each is idle.
+// gateway registered at all nothing can route to a member, so each is idle.
 func (s *Scraper) InFlight(p *pool.Pool, members []*pool.Member) map[string]int {
 	r := s.fresh()
 	if r == nil {
