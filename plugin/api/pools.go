@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -336,6 +337,9 @@ func (s *Server) summary(ctx context.Context, p *pool.Pool) PoolInfo {
 	return out
 }
 
+// usageTimeout bounds the wait for one allocation's stats.
+const usageTimeout = 2 * time.Second
+
 // usage fills CPU and memory from Nomad's allocation stats for members
 // that run, reading them in parallel; a member whose stats cannot be read
 // shows zero.
@@ -347,6 +351,9 @@ func (s *Server) usage(ctx context.Context, out *PoolInfo) {
 			continue
 		}
 		wg.Go(func() {
+			// Stats are best effort: a slow client must not hold the answer.
+			ctx, cancel := context.WithTimeout(ctx, usageTimeout)
+			defer cancel()
 			cpu, mem, err := s.Nomad.Usage(ctx, m.AllocID)
 			if err != nil {
 				s.Log.Debug("allocation usage", "alloc_id", m.AllocID, "error", err)

@@ -145,7 +145,9 @@ func (c *Controller) work(ctx context.Context) {
 		if !ok {
 			return
 		}
-		requeue, err := c.Reconcile(ctx, id)
+		passCtx, cancel := context.WithTimeout(ctx, passTimeout)
+		requeue, err := c.Reconcile(passCtx, id)
+		cancel()
 		c.queue.Done(id)
 		switch {
 		case ctx.Err() != nil:
@@ -255,6 +257,10 @@ func (c *Controller) Reconcile(ctx context.Context, id string) (time.Duration, e
 	}
 	return requeue, c.apply(ctx, p, members, snap, tmpl, act)
 }
+
+// passTimeout bounds one reconcile pass, so a hung call to Nomad or Consul
+// cannot hold a worker; the pool is retried.
+const passTimeout = time.Minute
 
 // drainPoll is how often a pool with draining members is looked at while
 // gateways report in-flight work.
