@@ -106,14 +106,13 @@ func TestGateway_ScaleDownUnderLoadFailsNothing(t *testing.T) {
 }
 
 // TestGateway_LongRequestSurvivesDrain: a rollout drains the only old
-// member while it serves a 5 s request, which completes; new requests go to
-// the new member.
+// member while it serves a long request, which completes; new requests go
+// to the new member. The request outlasts any rollout on a busy machine, so
+// the drain is held by it.
 func TestGateway_LongRequestSurvivesDrain(t *testing.T) {
 	e := newEnv(t)
 	spec := basicSpec(1, 30*time.Second, 5*time.Second, e.template("http"))
 	info := e.createPool(spec, 1)
-	oldMember := info.Members
-	_ = oldMember
 	first, _ := e.api.GetPool(context.Background(), info.PoolID)
 	old := first.Members[0].ID
 
@@ -124,7 +123,7 @@ func TestGateway_LongRequestSurvivesDrain(t *testing.T) {
 	}
 	long := make(chan result, 1)
 	go func() {
-		status, body, err := e.get(host, "/sleep?ms=5000", nil)
+		status, body, err := e.get(host, "/sleep?ms=15000", nil)
 		long <- result{status, memberOf(body), err}
 	}()
 	time.Sleep(300 * time.Millisecond)

@@ -94,7 +94,9 @@ func (s *Scraper) scrape(ctx context.Context) {
 		url := "http://" + net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)) + "/v1/stats"
 		id := e.Service.ID
 		if e.Checks.AggregatedStatus() != consulapi.HealthPassing {
+			mu.Lock()
 			r.gateways[id] = nil // cannot vouch for it
+			mu.Unlock()
 			continue
 		}
 		wg.Go(func() {

@@ -143,6 +143,8 @@ func (p *planner) setTimers() {
 			p.wake(m.Since.Add(spec.Drain.Timeout.D()))
 		case m.Phase == pool.PhaseStopped && spec.Active:
 			p.wake(m.Since.Add(spec.Drain.GracePeriod.D()))
+		case m.Phase == pool.PhaseDeleting && p.in.Now.Before(m.Since.Add(DeletingDwell)):
+			p.wake(m.Since.Add(DeletingDwell))
 		}
 	}
 }
@@ -225,10 +227,16 @@ func (p *planner) deletePool() Actions {
 	return p.plan
 }
 
+// DeletingDwell is the least time a member stays in phase deleting, even
+// when Nomad drops its group at once: long enough for `pool status` and
+// other watchers to see the member being deleted rather than vanish
+// between two looks. It costs nothing; the member no longer runs.
+const DeletingDwell = 2 * time.Second
+
 // forgetDeleted drops deleting members whose group Nomad no longer runs.
 func (p *planner) forgetDeleted() {
 	for _, m := range p.members() {
-		if m.Phase == pool.PhaseDeleting && !p.obs[m.ID].InJob {
+		if m.Phase == pool.PhaseDeleting && !p.obs[m.ID].InJob && !p.in.Now.Before(m.Since.Add(DeletingDwell)) {
 			p.plan.Forget = append(p.plan.Forget, m)
 			delete(p.next, m.ID)
 		}

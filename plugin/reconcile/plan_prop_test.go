@@ -136,7 +136,7 @@ func TestPlan_Invariants(t *testing.T) {
 		// Only deleting members whose group is gone are forgotten.
 		for _, f := range got.Forget {
 			b := before[f.ID]
-			gone := !in.Observed[f.ID].InJob
+			gone := !in.Observed[f.ID].InJob && !now.Before(b.Since.Add(DeletingDwell))
 			if in.Pool.Deleting {
 				gone = !in.JobExists
 			}

@@ -142,13 +142,19 @@ func TestPlan_Transitions(t *testing.T) {
 			name: "stopped member is deleted after grace", pool: testPool(true, 1), target: 0,
 			members: []*pool.Member{mem("m-a", pool.PhaseStopped, 1, 30, 60)},
 			obs:     map[string]Observation{"m-a": halted},
-			want:    "m-a→deleting",
+			want:    "m-a→deleting", requeue: DeletingDwell,
 		},
 		{
 			name: "deleted member is forgotten once its group is gone", pool: testPool(true, 1), target: 0,
-			members: []*pool.Member{mem("m-a", pool.PhaseDeleting, 1, 1, 60), mem("m-b", pool.PhaseDeleting, 1, 1, 60)},
+			members: []*pool.Member{mem("m-a", pool.PhaseDeleting, 1, 3, 60), mem("m-b", pool.PhaseDeleting, 1, 3, 60)},
 			obs:     map[string]Observation{"m-a": gone, "m-b": halted},
 			want:    "forget m-a",
+		},
+		{
+			name: "a deleted member stays visible for the dwell", pool: testPool(true, 1), target: 0,
+			members: []*pool.Member{mem("m-a", pool.PhaseDeleting, 1, 1, 60)},
+			obs:     map[string]Observation{"m-a": gone},
+			want:    "", requeue: DeletingDwell - time.Second,
 		},
 		{
 			name: "rising target undrains before restarting before creating", pool: testPool(true, 1), target: 4,
@@ -164,7 +170,7 @@ func TestPlan_Transitions(t *testing.T) {
 			name: "dead member is replaced", pool: testPool(true, 1), target: 2,
 			members: []*pool.Member{mem("m-a", pool.PhaseRunning, 1, 60, 60), mem("m-b", pool.PhaseRunning, 1, 60, 60)},
 			obs:     map[string]Observation{"m-a": alive, "m-b": dead},
-			want:    "create m-new1; m-b→deleting",
+			want:    "create m-new1; m-b→deleting", requeue: DeletingDwell,
 		},
 		{
 			name: "a restarted member's old stopped allocation is not death", pool: testPool(true, 1), target: 1,
