@@ -152,20 +152,28 @@ func TestMember_DeadIsReplaced(t *testing.T) {
 	e.waitRunning(p.ID, 2, 90*time.Second)
 
 	victim := keys(e.members(p.ID))[0]
-	allocs, _, err := e.c.Nomad.Jobs().Allocations(p.JobID(), false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Nomad's servers learn an allocation runs a little after its checks
+	// pass: wait for both the allocation and its process.
 	var allocID string
-	for _, a := range allocs {
-		if a.TaskGroup == victim && a.ClientStatus == nomadapi.AllocClientStatusRunning {
-			allocID = a.ID
+	var pids []int
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, "the victim's process", func(ctx context.Context) error {
+		allocs, _, err := e.c.Nomad.Jobs().Allocations(p.JobID(), false, (&nomadapi.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
 		}
-	}
-	pids := testutil.PIDsWithEnv("NOMAD_ALLOC_ID", allocID)
-	if len(pids) == 0 {
-		t.Fatalf("no process found for alloc %s", allocID)
-	}
+		for _, a := range allocs {
+			if a.TaskGroup == victim && a.ClientStatus == nomadapi.AllocClientStatusRunning {
+				allocID = a.ID
+			}
+		}
+		if allocID == "" {
+			return errors.New("no running allocation yet")
+		}
+		if pids = testutil.PIDsWithEnv("NOMAD_ALLOC_ID", allocID); len(pids) == 0 {
+			return fmt.Errorf("no process for alloc %s", allocID)
+		}
+		return nil
+	})
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill %d: %v", pid, err)

@@ -166,7 +166,14 @@ func TestGateway_KilledMemberRetriesOnDial(t *testing.T) {
 	info := e.createPool(basicSpec(3, 5*time.Second, 5*time.Second, e.template("http")), 3)
 	p, _ := e.api.GetPool(context.Background(), info.PoolID)
 	victim := p.Members[0]
-	for _, pid := range testutil.PIDsWithEnv("NOMAD_ALLOC_ID", victim.AllocID) {
+	var pids []int
+	testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, "the victim's process", func(context.Context) error {
+		if pids = testutil.PIDsWithEnv("NOMAD_ALLOC_ID", victim.AllocID); len(pids) == 0 {
+			return fmt.Errorf("no process for alloc %q", victim.AllocID)
+		}
+		return nil
+	})
+	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	// Requests right after the kill: dial failures move on to live members.
