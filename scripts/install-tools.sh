@@ -13,6 +13,8 @@ set -euo pipefail
 
 CONSUL_VERSION=v1.22.0
 NOMAD_VERSION=v1.11.3
+# Cache key of the Nomad build: bump the suffix when the build flags change.
+NOMAD_BUILD=$NOMAD_VERSION-ui
 # The only nomad/api pseudo-version the module proxy serves for Nomad v1.11.3.
 NOMAD_API_VERSION=v0.0.0-20260907080526-08ef8f3d26da
 GOLANGCI_LINT_VERSION=v2.15.0
@@ -30,13 +32,14 @@ command -v go >/dev/null 2>&1 || die "go is not on PATH; install Go 1.26 first"
 # link NAME VERSION points $BIN/NAME at the versioned binary.
 link() { ln -sfn "$1-$2" "$BIN/$1"; }
 
-# build_agent NAME MODULE VERSION EDIT... downloads MODULE@VERSION, copies it
-# somewhere writable, applies go mod edit flags and builds NAME.
+# build_agent NAME MODULE VERSION KEY TAGS EDIT... downloads MODULE@VERSION,
+# copies it somewhere writable, applies go mod edit flags and builds NAME
+# with the given build tags into $BIN/NAME-KEY.
 build_agent() {
-  local name=$1 module=$2 version=$3; shift 3
-  local out=$BIN/$name-$version
+  local name=$1 module=$2 version=$3 key=$4 tags=$5; shift 5
+  local out=$BIN/$name-$key
   if [ -x "$out" ]; then
-    link "$name" "$version"
+    link "$name" "$key"
     return 0
   fi
   local started=$SECONDS
@@ -57,15 +60,15 @@ build_agent() {
     GOFLAGS=-mod=mod GONOSUMDB="$module" GOTOOLCHAIN=local go mod download || die "$name: go mod download failed"
     log "$name: compiling"
     GOFLAGS=-mod=mod GONOSUMDB="$module" GOTOOLCHAIN=local CGO_ENABLED=0 \
-      go build -trimpath -o "$out.tmp" . || die "$name: go build failed"
+      go build -trimpath -tags "$tags" -o "$out.tmp" . || die "$name: go build failed"
   )
   mv "$out.tmp" "$out"
-  link "$name" "$version"
+  link "$name" "$key"
   log "built $name $version in $((SECONDS - started))s"
 }
 
 consul() {
-  build_agent consul github.com/hashicorp/consul "$CONSUL_VERSION" \
+  build_agent consul github.com/hashicorp/consul "$CONSUL_VERSION" "$CONSUL_VERSION" "" \
     -dropreplace=github.com/hashicorp/consul/api \
     -dropreplace=github.com/hashicorp/consul/envoyextensions \
     -dropreplace=github.com/hashicorp/consul/proto-public \
@@ -73,8 +76,10 @@ consul() {
     -dropreplace=github.com/hashicorp/consul/troubleshoot
 }
 
+# The Nomad module ships its web UI pre-built (command/agent/bindata_assetfs.go,
+# build tag "ui"); without the tag the agent serves no UI.
 nomad() {
-  build_agent nomad github.com/hashicorp/nomad "$NOMAD_VERSION" \
+  build_agent nomad github.com/hashicorp/nomad "$NOMAD_VERSION" "$NOMAD_BUILD" ui \
     -dropreplace=github.com/hashicorp/nomad/api \
     -require=github.com/hashicorp/nomad/api@"$NOMAD_API_VERSION"
 }
