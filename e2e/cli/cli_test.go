@@ -160,33 +160,20 @@ func TestCLI_PoolLifecycle(t *testing.T) {
 
 	// set-size 3 → 1: status shows the excess members draining, stopped,
 	// deleting, then gone.
-	// Deleting lasts only as long as Nomad takes to drop the group, so
-	// several `status` loops watch at once to catch every state.
 	var mu sync.Mutex
 	seen := map[pool.MemberState]bool{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 3 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				code, out, _ := e.run("", "pool", "status", "-json", "web")
-				var info api.PoolInfo
-				if code != 0 || json.Unmarshal([]byte(out), &info) != nil {
-					continue
-				}
-				mu.Lock()
-				for _, m := range info.Members {
-					seen[m.State] = true
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	stopWatching := testutil.Repeat(1, func() {
+		code, out, _ := e.run("", "pool", "status", "-json", "web")
+		var info api.PoolInfo
+		if code != 0 || json.Unmarshal([]byte(out), &info) != nil {
+			return
+		}
+		mu.Lock()
+		for _, m := range info.Members {
+			seen[m.State] = true
+		}
+		mu.Unlock()
+	})
 	e.ok("pool", "set-size", "web", "1")
 	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "scale-down to 1 seen through status", func(context.Context) error {
 		if n := len(e.status("web").Members); n != 1 {
@@ -194,8 +181,7 @@ func TestCLI_PoolLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	close(stop)
-	wg.Wait()
+	stopWatching()
 	for _, s := range []pool.MemberState{pool.MemberDraining, pool.MemberStopped, pool.MemberDeleting} {
 		if !seen[s] {
 			t.Errorf("status never showed a member %s (saw %v)", s, seen)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -50,26 +49,15 @@ func TestGateway_ScaleDownUnderLoadFailsNothing(t *testing.T) {
 
 	var ok, failed atomic.Int64
 	var lastErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 50 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				status, body, err := e.get(host, "/sleep?ms=200", nil)
-				if err != nil || status != http.StatusOK {
-					failed.Add(1)
-					lastErr.Store(fmt.Sprintf("status %d err %v body %s", status, err, body))
-					continue
-				}
-				ok.Add(1)
-			}
-		})
-	}
+	stopLoad := testutil.Repeat(50, func() {
+		status, body, err := e.get(host, "/sleep?ms=200", nil)
+		if err != nil || status != http.StatusOK {
+			failed.Add(1)
+			lastErr.Store(fmt.Sprintf("status %d err %v body %s", status, err, body))
+			return
+		}
+		ok.Add(1)
+	})
 	time.Sleep(time.Second) // load is flowing
 	changed := time.Now()
 	if _, err := e.api.SetSize(context.Background(), info.PoolID, 1); err != nil {
@@ -92,8 +80,7 @@ func TestGateway_ScaleDownUnderLoadFailsNothing(t *testing.T) {
 		return nil
 	})
 	time.Sleep(time.Second) // and the survivor keeps serving
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	t.Logf("drained members stopped %v after set-size (drain.timeout %s); %d requests succeeded, %d failed", stopped, timeout, ok.Load(), failed.Load())
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests failed during the scale-down; last: %v", failed.Load(), ok.Load()+failed.Load(), lastErr.Load())

@@ -30,29 +30,17 @@ func TestGateway_RoutingFollowsConsulAndKV(t *testing.T) {
 
 	var mu sync.Mutex
 	var hits []hit
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				at := time.Now()
-				status, body, err := e.get(host, "/", nil)
-				if err == nil && status == http.StatusOK {
-					mu.Lock()
-					hits = append(hits, hit{at, memberOf(body)})
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	stopLoad := testutil.Repeat(4, func() {
+		at := time.Now()
+		status, body, err := e.get(host, "/", nil)
+		if err == nil && status == http.StatusOK {
+			mu.Lock()
+			hits = append(hits, hit{at, memberOf(body)})
+			mu.Unlock()
+		}
+	})
 	finish := func() []hit {
-		close(stop)
-		wg.Wait()
+		stopLoad()
 		return hits
 	}
 

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +108,30 @@ func HoldDrains(t testing.TB, c *consulapi.Client) {
 		ID: "unreadable-gateway", Name: pool.GatewayService, Address: "127.0.0.1", Port: 1,
 	}); err != nil {
 		t.Fatalf("register an unreadable gateway: %v", err)
+	}
+}
+
+// Repeat calls fn over and over in workers goroutines until the returned
+// stop is called; stop waits for every worker to return. Load loops in
+// tests are bounded by the test that stops them.
+func Repeat(workers int, fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				fn()
+			}
+		})
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
 	}
 }

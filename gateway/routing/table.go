@@ -48,8 +48,6 @@ type Pool struct {
 	ID, Owner, Name string
 	Active          bool
 	Ports           map[int]*Route // by port number
-	// Waiting: members should run but none is routable yet.
-	Waiting bool
 }
 
 // Route is one port of one pool: its routable backends, in a stable order.
@@ -182,7 +180,6 @@ func Build(s Snapshot, stats *Registry) *Table {
 				r.Waiting = false
 			}
 			pr.Ports[port.Number] = r
-			pr.Waiting = pr.Waiting || r.Waiting
 			t.hosts[HostLabel(p.Owner, p.Spec.Name, port.Number)] = r
 		}
 		t.pools[p.Owner+"/"+p.Spec.Name] = pr

@@ -3,7 +3,6 @@ package routing
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -272,9 +271,4 @@ func (w *Watcher) rebuild() {
 	if onBuild != nil {
 		onBuild(t)
 	}
-}
-
-// String describes the watcher for logs.
-func (w *Watcher) String() string {
-	return fmt.Sprintf("routing(%s, %d routes)", w.layout.Prefix, w.Table().Len())
 }

@@ -288,7 +288,6 @@ func (s *Server) summary(ctx context.Context, p *pool.Pool) PoolInfo {
 		TemplateGeneration: p.TemplateGeneration, NomadJobID: p.JobID(), Spec: p.Spec,
 		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, Members: []MemberInfo{},
 	}
-	out.Spec.Template = p.Spec.Template
 	if a := p.Spec.Autoscaling; a != nil {
 		out.Autoscaling = &AutoscalingInfo{Autoscaling: *a, Desired: controller.Target(p)}
 	}

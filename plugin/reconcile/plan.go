@@ -107,11 +107,12 @@ func Surge(target int) int {
 // Plan computes the next actions for one pool. It never mutates its input:
 // changed members are copies.
 func Plan(in Input) Actions {
-	p := planner{in: in, obs: in.Observed, wasDraining: map[string]bool{}}
+	p := planner{in: in, obs: in.Observed, wasDraining: map[string]bool{}, next: make(map[string]*pool.Member, len(in.Members))}
 	if p.obs == nil {
 		p.obs = map[string]Observation{}
 	}
 	for _, m := range in.Members {
+		p.next[m.ID] = m
 		if m.Phase == pool.PhaseDraining {
 			p.wasDraining[m.ID] = true
 		}
@@ -160,13 +161,8 @@ type planner struct {
 	next map[string]*pool.Member
 }
 
+// members lists the members as they stand in this pass, creations last.
 func (p *planner) members() []*pool.Member {
-	if p.next == nil {
-		p.next = make(map[string]*pool.Member, len(p.in.Members))
-		for _, m := range p.in.Members {
-			p.next[m.ID] = m
-		}
-	}
 	out := make([]*pool.Member, 0, len(p.next))
 	for _, m := range p.in.Members {
 		if n, ok := p.next[m.ID]; ok {
@@ -179,7 +175,6 @@ func (p *planner) members() []*pool.Member {
 
 // move records a phase change of m (a copy is stored in the plan).
 func (p *planner) move(m *pool.Member, phase pool.Phase) {
-	_ = p.members() // ensure p.next
 	c := *m
 	c.Phase = phase
 	c.Since = p.in.Now
@@ -376,7 +371,6 @@ func (p *planner) create(gen int64) {
 		}
 		return slices.ContainsFunc(p.plan.Create, func(m *pool.Member) bool { return m.ID == id })
 	}
-	_ = p.members()
 	id := p.in.NewID()
 	for taken(id) {
 		id = p.in.NewID()
