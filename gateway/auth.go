@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -97,4 +99,64 @@ func (t *tokenCache) fetch(r *http.Request, hash string, now time.Time) (tokenEn
 	t.entries[hash] = e
 	t.mu.Unlock()
 	return e, nil
+}
+
+// gatewayKeys holds the gateway key the controllers keep in Consul KV,
+// re-read at most every keyTTL, and at once (rate-limited) when a proof
+// does not verify, so a rotated key takes effect quickly.
+type gatewayKeys struct {
+	kv     *consulapi.KV
+	layout pool.KV
+
+	mu      sync.Mutex
+	key     []byte
+	fetched time.Time
+}
+
+const keyTTL = 30 * time.Second
+
+var errNoGatewayKey = errors.New("no gateway key yet: a controller creates it when it first reads gateway stats")
+
+func (k *gatewayKeys) get(ctx context.Context, refresh bool) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Now()
+	stale := now.Sub(k.fetched) > keyTTL || (refresh && now.Sub(k.fetched) > time.Second)
+	if k.key != nil && !stale {
+		return k.key, nil
+	}
+	pair, _, err := k.kv.Get(k.layout.GatewayKeyKey(), (&consulapi.QueryOptions{AllowStale: true}).WithContext(ctx))
+	switch {
+	case err != nil && k.key != nil:
+		return k.key, nil // Consul unreachable: keep the last key
+	case err != nil:
+		return nil, fmt.Errorf("read gateway key: %w", err)
+	case pair == nil:
+		return nil, errNoGatewayKey
+	}
+	key, err := pool.ParseGatewayKey(pair.Value)
+	if err != nil {
+		return nil, err
+	}
+	k.key, k.fetched = key, now
+	return key, nil
+}
+
+// check verifies a controller's stats request and returns the key to sign
+// the answer with.
+func (k *gatewayKeys) check(ctx context.Context, nonce, auth string) ([]byte, error) {
+	key, err := k.get(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if pool.CheckStatsRequest(key, nonce, auth, time.Now()) == nil {
+		return key, nil
+	}
+	if key, err = k.get(ctx, true); err != nil {
+		return nil, err
+	}
+	if err := pool.CheckStatsRequest(key, nonce, auth, time.Now()); err != nil {
+		return nil, err
+	}
+	return key, nil
 }

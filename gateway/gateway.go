@@ -43,6 +43,11 @@ type Config struct {
 	// Register: announce this gateway in Consul as tidepool-gateway, so
 	// the leader reads its stats.
 	Register bool
+	// OperatorAddr, when set, serves the operator endpoints (/v1/routes,
+	// /v1/stats, /metrics, /v1/health) there without a token: bind it to
+	// loopback or a private network. On HTTPAddr they always need an
+	// admin token (the leader reads /v1/stats with the gateway key).
+	OperatorAddr string
 }
 
 // TCPListener forwards connections on Address to a pool's TCP port.
@@ -62,6 +67,7 @@ type Gateway struct {
 	stats   *routing.Registry
 	watcher *routing.Watcher
 	tokens  *tokenCache
+	keys    *gatewayKeys
 	proxy   *httpProxy
 	metrics *metrics
 	engine  *gin.Engine
@@ -89,6 +95,7 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	}
 	g.watcher = routing.NewWatcher(consul, g.layout, g.stats, log)
 	g.tokens = newTokenCache(consul.KV(), g.layout, 10*time.Second)
+	g.keys = &gatewayKeys{kv: consul.KV(), layout: g.layout}
 	g.metrics = newMetrics(g.watcher)
 	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, g.metrics, log)
 	g.rates = newRates(g.stats)
@@ -116,13 +123,54 @@ func (g *Gateway) routes() *gin.Engine {
 	r.GET("/v1/health", g.health)
 	r.GET("/v1/stats", g.serveStats)
 	r.GET("/v1/routes", g.serveRoutes)
-	r.GET("/metrics", gin.WrapH(g.metrics.handler()))
+	metrics := g.metrics.handler()
+	r.GET("/metrics", func(c *gin.Context) {
+		if g.operator(c) {
+			metrics.ServeHTTP(c.Writer, c.Request)
+		}
+	})
 	r.GET("/proxy/spaces/:pool/port/:port", g.tunnel)
 	r.POST("/api/methods/call", g.callMethods)
 	r.NoRoute(func(c *gin.Context) {
 		writeError(c.Writer, http.StatusNotFound, "no route: use <owner>--<pool>--<port>."+g.cfg.Domain+" as the host")
 	})
 	return r
+}
+
+// operatorListener marks requests that came in on the operator listener.
+type operatorListener struct{}
+
+// operatorPaths are what the operator listener serves.
+var operatorPaths = map[string]bool{"/v1/health": true, "/v1/stats": true, "/v1/routes": true, "/metrics": true}
+
+// operatorHandler serves the operator endpoints without a token.
+func (g *Gateway) operatorHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !operatorPaths[r.URL.Path] {
+			writeError(w, http.StatusNotFound, "the operator listener serves /v1/health, /v1/stats, /v1/routes and /metrics")
+			return
+		}
+		g.engine.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), operatorListener{}, true)))
+	})
+}
+
+// operator reports whether the request may see operator data (every
+// owner's pools, members and traffic): it came in on the operator listener
+// or carries an admin token. Otherwise it answers 401 or 403.
+func (g *Gateway) operator(c *gin.Context) bool {
+	if c.Request.Context().Value(operatorListener{}) != nil {
+		return true
+	}
+	cl, err := g.tokens.caller(c.Request)
+	switch {
+	case err != nil:
+		writeError(c.Writer, http.StatusUnauthorized, err.Error()+" (operator endpoints need an admin token, or the gateway's operator listener)")
+		return false
+	case !cl.admin():
+		writeError(c.Writer, http.StatusForbidden, "operator endpoints need an admin token")
+		return false
+	}
+	return true
 }
 
 // healthBody is GET /v1/health.
@@ -172,12 +220,30 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 
 	srv := &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
+	var opSrv *http.Server
+	if g.cfg.OperatorAddr != "" {
+		opLn, err := net.Listen("tcp", g.cfg.OperatorAddr)
+		if err != nil {
+			_ = srv.Close()
+			tcp.close()
+			stopWatch()
+			wg.Wait()
+			return fmt.Errorf("operator listener: %w", err)
+		}
+		opSrv = &http.Server{Handler: g.operatorHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := opSrv.Serve(opLn); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+		g.log.Info("serving operator endpoints", "addr", opLn.Addr().String())
+	}
 	g.log.Info("serving", "addr", ln.Addr().String(), "domain", g.cfg.Domain, "kv_prefix", g.layout.Prefix)
 
 	var serviceID string
@@ -203,6 +269,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		_ = srv.Close()
 	}
 	tcp.shutdown(shutdownCtx)
+	if opSrv != nil {
+		_ = opSrv.Shutdown(shutdownCtx)
+	}
 	stopWatch()
 	wg.Wait()
 	return runErr

@@ -249,6 +249,11 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	}{msg})
 }
 
+// UserHeader tells a member on a private port which Tidepool user called.
+// The gateway sets it after checking the caller's token and removes any
+// value a client sent, on every port.
+const UserHeader = "X-Tidepool-User"
+
 // serveHost routes a request for owner--pool--port.<domain>.
 func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string) {
 	route, ok := g.watcher.Table().Lookup(label)
@@ -256,8 +261,11 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
 		return
 	}
+	// The caller's identity reaches members only as the gateway states it.
+	r.Header.Del(UserHeader)
 	if !route.Port.Public {
-		switch caller, err := g.tokens.caller(r); {
+		caller, err := g.tokens.caller(r)
+		switch {
 		case err != nil:
 			writeError(w, http.StatusUnauthorized, err.Error())
 			return
@@ -265,6 +273,10 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 			writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
 			return
 		}
+		// The token was for the gateway: a member never sees it, or an
+		// admin opening a tenant's port would hand the tenant its token.
+		r.Header.Del("Authorization")
+		r.Header.Set(UserHeader, caller.User)
 	}
 	if route.Port.Protocol != pool.ProtocolHTTP {
 		writeError(w, http.StatusBadRequest, "this port speaks tcp: use `tidepool pool forward` or a tcp_listener")

@@ -121,7 +121,7 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeUnavailable, "no member serving "+req.Method+" is available (all draining or starting)"))
 		}
 		tried = append(tried, b)
-		resp, err := g.forward(ctx, route, b, body)
+		resp, err := g.forward(ctx, route, b, cl, body)
 		if err != nil && isDialError(err) {
 			continue
 		}
@@ -156,7 +156,7 @@ func filterTried(routes []*routing.Route, tried []*routing.Backend) []*routing.R
 }
 
 // forward posts one call to a member's method path.
-func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.Backend, body []byte) (*jsonrpc.Response, error) {
+func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.Backend, cl *caller, body []byte) (*jsonrpc.Response, error) {
 	b.Stats.MethodCalls.Add(1)
 	b.Stats.MethodInFlight.Add(1)
 	defer b.Stats.MethodInFlight.Add(-1)
@@ -165,6 +165,7 @@ func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(UserHeader, cl.User)
 	resp, err := g.proxy.transport.RoundTrip(req)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"sync"
 	"time"
@@ -12,13 +13,27 @@ import (
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
-// serveStats answers GET /v1/stats for the leader (pool.GatewayStats).
+// serveStats answers GET /v1/stats (pool.GatewayStats). A controller proves
+// it holds the gateway key with a MAC of a fresh nonce, and the answer is
+// signed for that nonce; an operator may read it with an admin token.
 func (g *Gateway) serveStats(c *gin.Context) {
-	out := pool.GatewayStats{Gateway: g.cfg.Name, MembersIndex: g.watcher.Table().MembersIndex, Members: map[string]pool.MemberStats{}}
+	nonce := c.GetHeader(pool.StatsNonceHeader)
+	var key []byte
+	if nonce != "" {
+		var err error
+		if key, err = g.keys.check(c.Request.Context(), nonce, c.GetHeader(pool.StatsAuthHeader)); err != nil {
+			writeError(c.Writer, http.StatusForbidden, err.Error())
+			return
+		}
+	} else if !g.operator(c) {
+		return
+	}
+	out := pool.GatewayStats{Gateway: g.cfg.Name, MembersIndex: g.watcher.Table().MembersIndex, Members: []pool.MemberStats{}}
 	g.stats.Each(func(s *routing.MemberStats) {
 		http, tcp, method := g.rates.of(s)
-		out.Members[s.ID] = pool.MemberStats{
+		out.Members = append(out.Members, pool.MemberStats{
 			PoolID:         s.PoolID,
+			MemberID:       s.ID,
 			HTTPInFlight:   s.HTTPInFlight.Load(),
 			TCPInFlight:    s.TCPInFlight.Load(),
 			MethodInFlight: s.MethodInFlight.Load(),
@@ -26,9 +41,17 @@ func (g *Gateway) serveStats(c *gin.Context) {
 			TCPConns:       s.TCPConns.Load(),
 			MethodCalls:    s.MethodCalls.Load(),
 			HTTPRPS:        http, TCPRPS: tcp, MethodRPS: method,
-		}
+		})
 	})
-	c.JSON(http.StatusOK, out)
+	body, err := json.Marshal(out)
+	if err != nil {
+		writeError(c.Writer, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if key != nil {
+		c.Header(pool.StatsSignatureHeader, pool.StatsSignature(key, nonce, body))
+	}
+	c.Data(http.StatusOK, "application/json", body)
 }
 
 // rateWindow is how far back request rates look.
@@ -114,6 +137,9 @@ type routeInfo struct {
 // serveRoutes answers GET /v1/routes: what this gateway routes where, for
 // operators asking "why does this request go there?".
 func (g *Gateway) serveRoutes(c *gin.Context) {
+	if !g.operator(c) {
+		return
+	}
 	t := g.watcher.Table()
 	out := []routeInfo{}
 	t.Each(func(label string, r *routing.Route) {

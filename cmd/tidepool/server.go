@@ -101,7 +101,7 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		Key: st.Layout().LeaderKey(), Name: cfg.Name,
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
 	}, log)
-	traffic := gatewaystats.New(consul.Health(), time.Second, log)
+	traffic := gatewaystats.New(consul.Health(), st, time.Second, log)
 	ctrl := controller.New(st, driver, traffic, controller.Config{SweepInterval: cfg.SweepInterval}, log)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

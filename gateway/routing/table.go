@@ -18,6 +18,7 @@ import (
 
 // Instance is one member's Consul service for one port.
 type Instance struct {
+	PoolID  string // from the service's tidepool_pool_id meta
 	Member  string
 	Port    string // port label
 	Address string // host:port
@@ -143,9 +144,14 @@ func Build(s Snapshot, stats *Registry) *Table {
 	for _, m := range s.Members {
 		byPool[m.PoolID] = append(byPool[m.PoolID], m)
 	}
-	inst := map[string]Instance{} // member/port → instance
+	type instKey struct{ pool, member, port string }
+	inst := map[instKey]Instance{}
 	for _, in := range s.Instances {
-		inst[in.Member+"/"+in.Port] = in
+		k := instKey{in.PoolID, in.Member, in.Port}
+		// Of two instances for one member port, a passing one wins.
+		if prev, ok := inst[k]; !ok || !prev.Passing {
+			inst[k] = in
+		}
 	}
 	for _, p := range s.Pools {
 		if p.Deleting {
@@ -168,8 +174,11 @@ func Build(s Snapshot, stats *Registry) *Table {
 					if m.Phase != pool.PhaseRunning {
 						continue
 					}
-					in, ok := inst[m.ID+"/"+port.Label]
-					if ok && in.Passing && in.Address != "" {
+					// A member is reached only where Nomad put it: an
+					// instance must belong to the member's pool and agree
+					// with the address its allocation was given.
+					in, ok := inst[instKey{p.ID, m.ID, port.Label}]
+					if ok && in.Passing && in.Address != "" && in.Address == m.Addresses[port.Label] {
 						r.Backends = append(r.Backends, &Backend{Addr: in.Address, Stats: stats.Member(p.ID, m.ID)})
 					} else {
 						r.Waiting = true

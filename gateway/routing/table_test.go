@@ -19,21 +19,31 @@ func snapshot() Snapshot {
 	return Snapshot{
 		Pools: []*pool.Pool{web, stopped, gone},
 		Members: []*pool.Member{
-			{ID: "m-a", PoolID: "p-1", Phase: pool.PhaseRunning},
-			{ID: "m-b", PoolID: "p-1", Phase: pool.PhaseRunning},
-			{ID: "m-c", PoolID: "p-1", Phase: pool.PhaseDraining},
-			{ID: "m-d", PoolID: "p-1", Phase: pool.PhaseRunning}, // not passing yet
-			{ID: "m-e", PoolID: "p-2", Phase: pool.PhaseStopped},
+			member("m-a", "p-1", pool.PhaseRunning, "http", "127.0.0.1:1", "tcp", "127.0.0.1:2"),
+			member("m-b", "p-1", pool.PhaseRunning, "http", "127.0.0.1:3"),
+			member("m-c", "p-1", pool.PhaseDraining, "http", "127.0.0.1:4"),
+			member("m-d", "p-1", pool.PhaseRunning, "http", "127.0.0.1:5"), // not passing yet
+			member("m-e", "p-2", pool.PhaseStopped),
 		},
 		Instances: []Instance{
-			{Member: "m-a", Port: "http", Address: "127.0.0.1:1", Passing: true},
-			{Member: "m-a", Port: "tcp", Address: "127.0.0.1:2", Passing: true},
-			{Member: "m-b", Port: "http", Address: "127.0.0.1:3", Passing: true},
-			{Member: "m-c", Port: "http", Address: "127.0.0.1:4", Passing: true},
-			{Member: "m-d", Port: "http", Address: "127.0.0.1:5", Passing: false},
+			{PoolID: "p-1", Member: "m-a", Port: "http", Address: "127.0.0.1:1", Passing: true},
+			{PoolID: "p-1", Member: "m-a", Port: "tcp", Address: "127.0.0.1:2", Passing: true},
+			{PoolID: "p-1", Member: "m-b", Port: "http", Address: "127.0.0.1:3", Passing: true},
+			{PoolID: "p-1", Member: "m-c", Port: "http", Address: "127.0.0.1:4", Passing: true},
+			{PoolID: "p-1", Member: "m-d", Port: "http", Address: "127.0.0.1:5", Passing: false},
 		},
 		MembersIndex: 42,
 	}
+}
+
+// member is a member record with its allocated addresses as label, addr
+// pairs.
+func member(id, poolID string, phase pool.Phase, labelAddr ...string) *pool.Member {
+	m := &pool.Member{ID: id, PoolID: poolID, Phase: phase, Addresses: map[string]string{}}
+	for i := 0; i+1 < len(labelAddr); i += 2 {
+		m.Addresses[labelAddr[i]] = labelAddr[i+1]
+	}
+	return m
 }
 
 func addrs(r *Route) []string {
@@ -151,5 +161,68 @@ func TestParseHost(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("ParseHost(%q) = %q, %v; want %q", in, got, ok, want)
 		}
+	}
+}
+
+func TestBuild_CollidingMemberIDsStayInTheirPools(t *testing.T) {
+	port := []pool.Port{{Label: "http", Number: 8080, Protocol: "http", Public: true}}
+	s := Snapshot{
+		Pools: []*pool.Pool{
+			{ID: "p-alice", Owner: "alice", Spec: pool.Spec{Name: "web", Active: true, Ports: port}},
+			{ID: "p-bob", Owner: "bob", Spec: pool.Spec{Name: "web", Active: true, Ports: port}},
+		},
+		Members: []*pool.Member{
+			member("m-same", "p-alice", pool.PhaseRunning, "http", "127.0.0.1:1001"),
+			member("m-same", "p-bob", pool.PhaseRunning, "http", "127.0.0.1:2002"),
+		},
+		// Either order: the old table kept whichever came last for both.
+		Instances: []Instance{
+			{PoolID: "p-bob", Member: "m-same", Port: "http", Address: "127.0.0.1:2002", Passing: true},
+			{PoolID: "p-alice", Member: "m-same", Port: "http", Address: "127.0.0.1:1001", Passing: true},
+		},
+	}
+	reg := NewRegistry()
+	tb := Build(s, reg)
+	for host, want := range map[string]string{"alice--web--8080": "127.0.0.1:1001", "bob--web--8080": "127.0.0.1:2002"} {
+		r, _ := tb.Lookup(host)
+		if got := addrs(r); len(got) != 1 || got[0] != want {
+			t.Errorf("%s routes to %v, want [%s]", host, got, want)
+		}
+	}
+	a, _ := tb.Lookup("alice--web--8080")
+	b, _ := tb.Lookup("bob--web--8080")
+	if a.Backends[0].Stats == b.Backends[0].Stats {
+		t.Error("two pools' members share counters")
+	}
+}
+
+func TestBuild_RefusesInstancesNomadDidNotPlace(t *testing.T) {
+	port := []pool.Port{{Label: "http", Number: 8080, Protocol: "http", Public: true}}
+	web := &pool.Pool{ID: "p-1", Owner: "alice", Spec: pool.Spec{Name: "web", Active: true, Ports: port}}
+	tests := []struct {
+		name     string
+		member   *pool.Member
+		instance Instance
+	}{
+		{"address override aimed at the control plane", member("m-a", "p-1", pool.PhaseRunning, "http", "127.0.0.1:20001"),
+			Instance{PoolID: "p-1", Member: "m-a", Port: "http", Address: "127.0.0.1:8500", Passing: true}},
+		{"no allocation recorded yet", member("m-a", "p-1", pool.PhaseRunning),
+			Instance{PoolID: "p-1", Member: "m-a", Port: "http", Address: "127.0.0.1:20001", Passing: true}},
+		{"registered for another pool", member("m-a", "p-1", pool.PhaseRunning, "http", "127.0.0.1:20001"),
+			Instance{PoolID: "p-9", Member: "m-a", Port: "http", Address: "127.0.0.1:20001", Passing: true}},
+		{"without a pool", member("m-a", "p-1", pool.PhaseRunning, "http", "127.0.0.1:20001"),
+			Instance{Member: "m-a", Port: "http", Address: "127.0.0.1:20001", Passing: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := Build(Snapshot{Pools: []*pool.Pool{web}, Members: []*pool.Member{tt.member}, Instances: []Instance{tt.instance}}, NewRegistry())
+			r, _ := tb.Lookup("alice--web--8080")
+			if len(r.Backends) != 0 {
+				t.Fatalf("routed to %v", addrs(r))
+			}
+			if !r.Waiting {
+				t.Error("a running member without a trusted instance is starting: the route waits")
+			}
+		})
 	}
 }

@@ -224,6 +224,7 @@ func (w *Watcher) watchHealth(ctx context.Context, name string) {
 				addr = e.Node.Address
 			}
 			list = append(list, Instance{
+				PoolID: e.Service.Meta[pool.ServiceMetaPoolID],
 				Member: member, Port: e.Service.Meta[pool.ServiceMetaPort],
 				Address: net.JoinHostPort(addr, strconv.Itoa(e.Service.Port)),
 				Passing: e.Checks.AggregatedStatus() == api.HealthPassing,

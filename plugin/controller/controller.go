@@ -7,8 +7,6 @@ package controller
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -65,6 +63,9 @@ type Config struct {
 	Workers int
 	// RetryInterval is the pause before retrying a failed pass.
 	RetryInterval time.Duration
+	// NewMemberID names new members; pool.NewMemberID when nil. Tests set
+	// it to give pools colliding ids on purpose.
+	NewMemberID func() string
 }
 
 // Controller reconciles pools while its node leads.
@@ -100,21 +101,17 @@ func New(s Store, n Nomad, inFlight InFlight, cfg Config, log hclog.Logger) *Con
 	if cfg.RetryInterval == 0 {
 		cfg.RetryInterval = time.Second
 	}
+	if cfg.NewMemberID == nil {
+		cfg.NewMemberID = pool.NewMemberID
+	}
 	return &Controller{
 		store: s, nomad: n, inFlight: inFlight, cfg: cfg,
 		log:       log.Named("controller"),
 		now:       time.Now,
-		newID:     NewMemberID,
+		newID:     cfg.NewMemberID,
 		known:     map[string]uint64{},
 		templates: map[string]cachedTemplate{},
 	}
-}
-
-// NewMemberID returns a random member id such as "m-7f3a9c".
-func NewMemberID() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return "m-" + hex.EncodeToString(b)
 }
 
 // Source feeds pool ids to reconcile; Run starts each with the queue's Add.
@@ -287,7 +284,15 @@ func (c *Controller) apply(ctx context.Context, p *pool.Pool, members []*pool.Me
 		for _, m := range act.Create {
 			c.log.Info("member created", "pool", p.Spec.Name, "pool_id", p.ID, "member", m.ID, "generation", m.Generation)
 		}
+		phase := make(map[string]pool.Phase, len(members))
+		for _, m := range members {
+			phase[m.ID] = m.Phase
+		}
 		for _, m := range act.Update {
+			if phase[m.ID] == m.Phase {
+				c.log.Debug("member addresses recorded", "pool", p.Spec.Name, "pool_id", p.ID, "member", m.ID, "addresses", m.Addresses)
+				continue
+			}
 			c.log.Info("member "+string(m.Phase), "pool", p.Spec.Name, "pool_id", p.ID, "member", m.ID)
 		}
 	}

@@ -7,8 +7,11 @@ package gatewaystats
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -26,11 +29,20 @@ type Health interface {
 	Service(service, tag string, passingOnly bool, q *consulapi.QueryOptions) ([]*consulapi.ServiceEntry, *consulapi.QueryMeta, error)
 }
 
+// Keys yields the gateway key; *store.Store satisfies it.
+type Keys interface {
+	GatewayKey(ctx context.Context) ([]byte, error)
+}
+
 var _ Health = (*consulapi.Health)(nil)
 
-// Scraper polls every registered tidepool-gateway each interval.
+// Scraper polls every registered tidepool-gateway each interval. Stats are
+// believed only when signed with the gateway key (pool.GatewayStats), so a
+// service that merely registers under the gateways' name can neither read
+// tenants' traffic nor feed the leader made-up numbers.
 type Scraper struct {
 	health   Health
+	keys     Keys
 	client   *http.Client
 	interval time.Duration
 	log      hclog.Logger
@@ -38,22 +50,31 @@ type Scraper struct {
 	mu sync.Mutex
 	// round is the latest complete scrape: nil until the first one.
 	round *round
+	// rejected remembers gateways whose answers failed verification, so
+	// each is logged once.
+	rejected map[string]bool
 }
 
 type round struct {
 	at time.Time
 	// gateways: every registered gateway, with nil stats when it is not
-	// passing or its scrape failed.
-	gateways map[string]*pool.GatewayStats
+	// passing, its scrape failed, or its answer was not signed.
+	gateways map[string]*gatewayRound
+}
+
+// gatewayRound is one gateway's verified report, indexed by member.
+type gatewayRound struct {
+	membersIndex uint64
+	members      map[pool.MemberRef]pool.MemberStats
 }
 
 // New returns a scraper polling every interval (1s when 0).
-func New(h Health, interval time.Duration, log hclog.Logger) *Scraper {
+func New(h Health, keys Keys, interval time.Duration, log hclog.Logger) *Scraper {
 	if interval == 0 {
 		interval = time.Second
 	}
-	return &Scraper{health: h, interval: interval, log: log.Named("gateway_stats"),
-		client: &http.Client{Timeout: interval}}
+	return &Scraper{health: h, keys: keys, interval: interval, log: log.Named("gateway_stats"),
+		client: &http.Client{Timeout: interval}, rejected: map[string]bool{}}
 }
 
 // Run scrapes until ctx is done.
@@ -74,6 +95,10 @@ func (s *Scraper) scrape(ctx context.Context) {
 	// Every registered gateway counts, passing or not: one failing its
 	// check may still be proxying, so its members' drains must wait.
 	entries, _, err := s.health.Service(pool.GatewayService, "", false, (&consulapi.QueryOptions{AllowStale: true}).WithContext(ctx))
+	var key []byte
+	if err == nil && len(entries) > 0 {
+		key, err = s.keys.GatewayKey(ctx)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Warn("list gateways", "error", err)
@@ -83,7 +108,7 @@ func (s *Scraper) scrape(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
-	r := &round{at: time.Now(), gateways: map[string]*pool.GatewayStats{}}
+	r := &round{at: time.Now(), gateways: map[string]*gatewayRound{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, e := range entries {
@@ -100,12 +125,15 @@ func (s *Scraper) scrape(ctx context.Context) {
 			continue
 		}
 		wg.Go(func() {
-			st, err := s.fetch(ctx, url)
-			if err != nil && ctx.Err() == nil {
+			st, err := s.fetch(ctx, url, key)
+			switch {
+			case errors.Is(err, pool.ErrStatsAuth):
+				s.reject(id, url, err)
+			case err != nil && ctx.Err() == nil:
 				s.log.Debug("scrape gateway", "gateway", id, "error", err)
 			}
 			mu.Lock()
-			r.gateways[id] = st
+			r.gateways[id] = index(st)
 			mu.Unlock()
 		})
 	}
@@ -115,11 +143,42 @@ func (s *Scraper) scrape(ctx context.Context) {
 	s.mu.Unlock()
 }
 
-func (s *Scraper) fetch(ctx context.Context, url string) (*pool.GatewayStats, error) {
+// reject logs, once per gateway, an answer that failed verification: a
+// registration that is not a Tidepool gateway, or one with another key.
+func (s *Scraper) reject(id, url string, err error) {
+	s.mu.Lock()
+	first := !s.rejected[id]
+	s.rejected[id] = true
+	s.mu.Unlock()
+	if first {
+		s.log.Warn("ignoring a registered gateway whose stats are not signed with the gateway key; its members' drains wait for drain.timeout", "gateway", id, "url", url, "error", err)
+	}
+}
+
+func index(st *pool.GatewayStats) *gatewayRound {
+	if st == nil {
+		return nil
+	}
+	g := &gatewayRound{membersIndex: st.MembersIndex, members: make(map[pool.MemberRef]pool.MemberStats, len(st.Members))}
+	for _, m := range st.Members {
+		g.members[m.Ref()] = m
+	}
+	return g
+}
+
+// maxStatsBody bounds a gateway's stats answer.
+const maxStatsBody = 32 << 20
+
+func (s *Scraper) fetch(ctx context.Context, url string, key []byte) (*pool.GatewayStats, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
+	random := make([]byte, 16)
+	_, _ = rand.Read(random)
+	nonce := pool.NewStatsNonce(time.Now(), random)
+	req.Header.Set(pool.StatsNonceHeader, nonce)
+	req.Header.Set(pool.StatsAuthHeader, pool.StatsRequestAuth(key, nonce))
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, err
@@ -128,8 +187,15 @@ func (s *Scraper) fetch(ctx context.Context, url string) (*pool.GatewayStats, er
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("status %s", resp.Status)
 	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxStatsBody))
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.CheckStatsSignature(key, nonce, body, resp.Header.Get(pool.StatsSignatureHeader)); err != nil {
+		return nil, err
+	}
 	var st pool.GatewayStats
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+	if err := json.Unmarshal(body, &st); err != nil {
 		return nil, err
 	}
 	return &st, nil
@@ -163,10 +229,10 @@ next:
 			if g == nil {
 				continue next // a gateway we could not read might still route to it
 			}
-			if m.Phase == pool.PhaseDraining && g.MembersIndex < m.ModifyIndex {
+			if m.Phase == pool.PhaseDraining && g.membersIndex < m.ModifyIndex {
 				continue next // this gateway has not applied the drain yet
 			}
-			if st, ok := g.Members[m.ID]; ok && st.PoolID == p.ID {
+			if st, ok := g.members[pool.MemberRef{PoolID: p.ID, MemberID: m.ID}]; ok {
 				n += int(st.InFlight())
 			}
 		}
@@ -180,7 +246,7 @@ func (s *Scraper) Member(poolID, memberID string) pool.MemberStats {
 	s.mu.Lock()
 	r := s.round
 	s.mu.Unlock()
-	var sum pool.MemberStats
+	sum := pool.MemberStats{PoolID: poolID, MemberID: memberID}
 	if r == nil {
 		return sum
 	}
@@ -188,8 +254,8 @@ func (s *Scraper) Member(poolID, memberID string) pool.MemberStats {
 		if g == nil {
 			continue
 		}
-		st, ok := g.Members[memberID]
-		if !ok || st.PoolID != poolID {
+		st, ok := g.members[pool.MemberRef{PoolID: poolID, MemberID: memberID}]
+		if !ok {
 			continue
 		}
 		sum.HTTPInFlight += st.HTTPInFlight

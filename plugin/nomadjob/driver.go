@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/nomad/api"
@@ -48,12 +49,15 @@ type Driver struct {
 	jobs   Jobs
 	allocs Allocs
 	health Health
+
+	mu    sync.Mutex
+	ports map[string]map[string]string // allocation id → label → host:port
 }
 
 // NewDriver returns a driver over Nomad's job and allocation APIs and
 // Consul's health API.
 func NewDriver(jobs Jobs, allocs Allocs, health Health) *Driver {
-	return &Driver{jobs: jobs, allocs: allocs, health: health}
+	return &Driver{jobs: jobs, allocs: allocs, health: health, ports: map[string]map[string]string{}}
 }
 
 // Usage is an allocation's CPU and memory use as a percentage of what it
@@ -136,8 +140,45 @@ func (d *Driver) Observe(ctx context.Context, p *pool.Pool) (*Snapshot, error) {
 			snap.Services = append(snap.Services, entries...)
 		}
 	}
-	snap.Members = Observe(snap.Job, snap.Allocs, snap.Services, p.Spec.Ports)
+	addrs, err := d.addresses(ctx, snap.Allocs)
+	if err != nil {
+		return nil, err
+	}
+	snap.Members = Observe(p, snap.Job, snap.Allocs, addrs, snap.Services)
 	return snap, nil
+}
+
+// maxCachedAllocs bounds the allocation address cache.
+const maxCachedAllocs = 50000
+
+// addresses returns the port addresses of every allocation that should
+// run. Nomad's allocation listings leave resources out, so each is read
+// once; an allocation keeps its ports for life, so the answer is cached.
+func (d *Driver) addresses(ctx context.Context, allocs []*api.AllocationListStub) (AllocAddresses, error) {
+	out := AllocAddresses{}
+	for _, a := range allocs {
+		if a.DesiredStatus != api.AllocDesiredStatusRun || (a.ClientStatus != api.AllocClientStatusPending && a.ClientStatus != api.AllocClientStatusRunning) {
+			continue
+		}
+		d.mu.Lock()
+		ports, ok := d.ports[a.ID]
+		d.mu.Unlock()
+		if !ok {
+			alloc, _, err := d.allocs.Info(a.ID, (&api.QueryOptions{}).WithContext(ctx))
+			if err != nil {
+				return nil, fmt.Errorf("read allocation %s: %w", a.ID, err)
+			}
+			ports = PortAddresses(alloc)
+			d.mu.Lock()
+			if len(d.ports) >= maxCachedAllocs {
+				clear(d.ports)
+			}
+			d.ports[a.ID] = ports
+			d.mu.Unlock()
+		}
+		out[a.ID] = ports
+	}
+	return out, nil
 }
 
 // Template has Nomad parse the pool's current template.

@@ -2,6 +2,7 @@ package nomadjob
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -184,32 +185,78 @@ func TestObserve(t *testing.T) {
 		{ID: "b-1", TaskGroup: "m-b", CreateIndex: 7, DesiredStatus: "stop", ClientStatus: "complete"},
 		{ID: "c-1", TaskGroup: "m-c", CreateIndex: 8, DesiredStatus: "run", ClientStatus: "failed"},
 	}
-	entry := func(member, status string) *consulapi.ServiceEntry {
+	addrs := AllocAddresses{"a-new": {"http": "127.0.0.1:20001"}}
+	entry := func(poolID, member, status string, port int) *consulapi.ServiceEntry {
 		return &consulapi.ServiceEntry{
-			Service: &consulapi.AgentService{Address: "127.0.0.1", Port: 20001, Meta: map[string]string{MetaMember: member, MetaPort: "http"}},
+			Service: &consulapi.AgentService{Address: "127.0.0.1", Port: port, Meta: map[string]string{MetaPoolID: poolID, MetaMember: member, MetaPort: "http"}},
 			Checks:  consulapi.HealthChecks{{Status: status}},
 		}
 	}
-	obs := Observe(job, allocs, []*consulapi.ServiceEntry{entry("m-a", "passing"), entry("m-b", "passing")}, p.Spec.Ports)
+	obs := Observe(p, job, allocs, addrs, []*consulapi.ServiceEntry{entry("p-1", "m-a", "passing", 20001), entry("p-1", "m-b", "passing", 20002)})
 
 	want := map[string]reconcile.Observation{
-		"m-a": {InJob: true, Count: 1, Alloc: reconcile.AllocRunning, AllocID: "a-new", Healthy: true, Address: "127.0.0.1:20001"},
-		"m-b": {InJob: true, Count: 0, Alloc: reconcile.AllocStopped, AllocID: "b-1", Address: "127.0.0.1:20001"},
+		"m-a": {InJob: true, Count: 1, Alloc: reconcile.AllocRunning, AllocID: "a-new", Healthy: true, Address: "127.0.0.1:20001", Addresses: map[string]string{"http": "127.0.0.1:20001"}},
+		// m-b's allocation is stopped: it has no addresses, so its
+		// instance (left over in Consul) is not its own.
+		"m-b": {InJob: true, Count: 0, Alloc: reconcile.AllocStopped, AllocID: "b-1"},
 		"m-c": {Alloc: reconcile.AllocDead, AllocID: "c-1"},
 	}
 	for id, w := range want {
-		if obs[id] != w {
+		if !reflect.DeepEqual(obs[id], w) {
 			t.Errorf("%s: got %+v, want %+v", id, obs[id], w)
 		}
 	}
-	critical := Observe(job, allocs, []*consulapi.ServiceEntry{entry("m-a", "critical")}, p.Spec.Ports)
+	critical := Observe(p, job, allocs, addrs, []*consulapi.ServiceEntry{entry("p-1", "m-a", "critical", 20001)})
 	if critical["m-a"].Healthy {
 		t.Error("a critical check counted as healthy")
 	}
 	stopped := *job
 	stopped.Stop = new(true)
-	if Observe(&stopped, allocs, nil, p.Spec.Ports)["m-a"].InJob {
+	if Observe(p, &stopped, allocs, addrs, nil)["m-a"].InJob {
 		t.Error("groups of a stopped job counted as in the job")
+	}
+}
+
+func TestObserve_IgnoresInstancesNomadDidNotPlace(t *testing.T) {
+	p := testPool()
+	job := registered(t, p, member("m-a", pool.PhaseRunning, 2, 1))
+	allocs := []*api.AllocationListStub{{ID: "a-1", TaskGroup: "m-a", CreateIndex: 9, DesiredStatus: "run", ClientStatus: "running"}}
+	addrs := AllocAddresses{"a-1": {"http": "127.0.0.1:20001"}}
+	tests := []struct {
+		name     string
+		instance *consulapi.AgentService
+	}{
+		{"elsewhere: aimed at the control plane", &consulapi.AgentService{Address: "127.0.0.1", Port: 8500,
+			Meta: map[string]string{MetaPoolID: "p-1", MetaMember: "m-a", MetaPort: "http"}}},
+		{"another pool's member with the same id", &consulapi.AgentService{Address: "127.0.0.1", Port: 20001,
+			Meta: map[string]string{MetaPoolID: "p-2", MetaMember: "m-a", MetaPort: "http"}}},
+		{"another port label", &consulapi.AgentService{Address: "127.0.0.1", Port: 20001,
+			Meta: map[string]string{MetaPoolID: "p-1", MetaMember: "m-a", MetaPort: "admin"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obs := Observe(p, job, allocs, addrs, []*consulapi.ServiceEntry{{Service: tt.instance, Checks: consulapi.HealthChecks{{Status: "passing"}}}})
+			if o := obs["m-a"]; o.Healthy || o.Address != "" {
+				t.Fatalf("observation %+v: an instance Nomad did not place made the member healthy", o)
+			}
+		})
+	}
+}
+
+func TestPortAddresses(t *testing.T) {
+	a := &api.Allocation{AllocatedResources: &api.AllocatedResources{
+		Shared: api.AllocatedSharedResources{Ports: []api.PortMapping{{Label: "http", Value: 20001, To: 8080, HostIP: "10.0.0.5"}}},
+		Tasks: map[string]*api.AllocatedTaskResources{"t": {Networks: []*api.NetworkResource{
+			{IP: "10.0.0.5", DynamicPorts: []api.Port{{Label: "legacy", Value: 20002}}},
+		}}},
+	}}
+	got := PortAddresses(a)
+	want := map[string]string{"http": "10.0.0.5:20001", "legacy": "10.0.0.5:20002"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("PortAddresses = %v, want %v", got, want)
+	}
+	if len(PortAddresses(&api.Allocation{})) != 0 {
+		t.Fatal("an allocation without resources has no addresses")
 	}
 }
 

@@ -39,6 +39,11 @@ type Member struct {
 	// count from it.
 	Since     time.Time `json:"since"`
 	CreatedAt time.Time `json:"created_at"`
+	// Addresses maps each port label to the host:port Nomad allocated to
+	// the member's current allocation. Gateways route only to Consul
+	// instances that agree with it, so a service registered by other means
+	// (or a template's address override) cannot aim a gateway elsewhere.
+	Addresses map[string]string `json:"addresses,omitempty"`
 
 	// ModifyIndex is the Consul KV index the record was read at. Not stored.
 	ModifyIndex uint64 `json:"-"`

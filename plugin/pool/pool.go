@@ -82,6 +82,16 @@ func MembersChanged(old, new *Spec) bool {
 	return false
 }
 
+// NewMemberID returns a random member id such as "m-7f3a9c0d12e4b856":
+// 64 random bits, so ids do not collide across the cluster's pools in
+// practice. Nothing relies on that alone: members are always matched by
+// pool and id together.
+func NewMemberID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "m-" + hex.EncodeToString(b)
+}
+
 // NewID returns a random pool id such as "p-0a1b2c3d".
 func NewID() string {
 	b := make([]byte, 4)

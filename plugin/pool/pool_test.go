@@ -98,3 +98,51 @@ func TestDuration_JSON(t *testing.T) {
 		t.Fatal("a bare number must be rejected")
 	}
 }
+
+func TestCheckStatsRequest(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1_800_000_000, 0)
+	fresh := NewStatsNonce(now, []byte{1, 2, 3})
+	old := NewStatsNonce(now.Add(-time.Minute), []byte{1, 2, 3})
+	tests := []struct {
+		name, nonce, auth string
+		key               []byte
+		ok                bool
+	}{
+		{"valid", fresh, StatsRequestAuth(key, fresh), key, true},
+		{"replayed after a minute", old, StatsRequestAuth(key, old), key, false},
+		{"another key", fresh, StatsRequestAuth([]byte("x"), fresh), key, false},
+		{"no key configured", fresh, StatsRequestAuth(nil, fresh), nil, false},
+		{"no nonce", "", StatsRequestAuth(key, ""), key, false},
+		{"not a timestamp", "abc.def", StatsRequestAuth(key, "abc.def"), key, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := CheckStatsRequest(tt.key, tt.nonce, tt.auth, now); (err == nil) != tt.ok {
+				t.Fatalf("CheckStatsRequest = %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+	body := []byte(`{"members":[]}`)
+	sig := StatsSignature(key, fresh, body)
+	if CheckStatsSignature(key, fresh, body, sig) != nil {
+		t.Fatal("a valid signature failed")
+	}
+	if CheckStatsSignature(key, fresh, []byte(`{"members":[{}]}`), sig) == nil {
+		t.Fatal("a changed body passed")
+	}
+	if CheckStatsSignature(key, old, body, sig) == nil {
+		t.Fatal("a signature for another nonce passed")
+	}
+}
+
+func TestNewMemberID_SixtyFourBits(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewMemberID()
+		if len(id) != len("m-")+16 || seen[id] {
+			t.Fatalf("id %q: want m- and 16 hex digits, never repeated", id)
+		}
+		seen[id] = true
+	}
+}

@@ -10,6 +10,7 @@ package reconcile
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"time"
 
@@ -47,6 +48,9 @@ type Observation struct {
 	Healthy bool
 	// Address is host:port of the member's first pool port.
 	Address string
+	// Addresses maps each port label to the host:port Nomad allocated to
+	// the member's latest allocation; nil when it has none.
+	Addresses map[string]string
 }
 
 // Input is everything one planning pass looks at.
@@ -121,6 +125,7 @@ func Plan(in Input) Actions {
 		return p.deletePool()
 	}
 	p.forgetDeleted()
+	p.recordAddresses()
 	p.replaceDead()
 	p.advanceDrains()
 	if in.Pool.Spec.Active {
@@ -178,20 +183,25 @@ func (p *planner) move(m *pool.Member, phase pool.Phase) {
 	c := *m
 	c.Phase = phase
 	c.Since = p.in.Now
-	p.next[m.ID] = &c
+	p.put(&c)
+}
+
+// put stores c, a changed copy of a member, as the member's next record.
+func (p *planner) put(c *pool.Member) {
+	p.next[c.ID] = c
 	for i, u := range p.plan.Update {
-		if u.ID == m.ID {
-			p.plan.Update[i] = &c
+		if u.ID == c.ID {
+			p.plan.Update[i] = c
 			return
 		}
 	}
 	for i, u := range p.plan.Create {
-		if u.ID == m.ID {
-			p.plan.Create[i] = &c
+		if u.ID == c.ID {
+			p.plan.Create[i] = c
 			return
 		}
 	}
-	p.plan.Update = append(p.plan.Update, &c)
+	p.plan.Update = append(p.plan.Update, c)
 }
 
 func (p *planner) wake(at time.Time) {
@@ -220,6 +230,20 @@ func (p *planner) deletePool() Actions {
 	p.plan.Update = nil // nothing to mark: the records go
 	p.plan.DeletePool = true
 	return p.plan
+}
+
+// recordAddresses copies the addresses Nomad allocated to each member that
+// should run into its record, which gateways route by.
+func (p *planner) recordAddresses() {
+	for _, m := range p.members() {
+		o := p.obs[m.ID]
+		if m.Phase.RunningCount() == 0 || len(o.Addresses) == 0 || maps.Equal(m.Addresses, o.Addresses) {
+			continue
+		}
+		c := *m
+		c.Addresses = maps.Clone(o.Addresses)
+		p.put(&c)
+	}
 }
 
 // DeletingDwell is the least time a member stays in phase deleting, even

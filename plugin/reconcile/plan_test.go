@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -259,7 +260,7 @@ func TestPlan_Transitions(t *testing.T) {
 			if got.RequeueAfter != tt.requeue {
 				t.Errorf("RequeueAfter = %s, want %s", got.RequeueAfter, tt.requeue)
 			}
-			if !slices.EqualFunc(before, tt.members, func(a, b *pool.Member) bool { return *a == *b }) {
+			if !slices.EqualFunc(before, tt.members, func(a, b *pool.Member) bool { return reflect.DeepEqual(a, b) }) {
 				t.Error("Plan mutated its input members")
 			}
 			for _, m := range append(slices.Clone(got.Update), got.Create...) {
@@ -314,5 +315,49 @@ func TestPlan_PassingMemberWithLaggingAllocStatusDrains(t *testing.T) {
 	})
 	if s := summary(got); s != "m-a→draining" {
 		t.Fatalf("plan: %s", s)
+	}
+}
+
+func TestPlan_RecordsAllocatedAddresses(t *testing.T) {
+	at := func(addr string) Observation {
+		o := alive
+		o.Addresses = map[string]string{"http": addr}
+		return o
+	}
+	recorded := mem("m-a", pool.PhaseRunning, 1, 60, 60)
+	recorded.Addresses = map[string]string{"http": "127.0.0.1:20001"}
+	tests := []struct {
+		name   string
+		member *pool.Member
+		obs    Observation
+		want   map[string]string // nil: no update
+	}{
+		{"first allocation", mem("m-a", pool.PhaseRunning, 1, 60, 60), at("127.0.0.1:20001"), map[string]string{"http": "127.0.0.1:20001"}},
+		{"unchanged", recorded, at("127.0.0.1:20001"), nil},
+		{"restarted elsewhere", recorded, at("127.0.0.1:20999"), map[string]string{"http": "127.0.0.1:20999"}},
+		{"no allocation yet: the old record stands", recorded, booting, nil},
+		{"stopped members are not followed", func() *pool.Member { m := *recorded; m.Phase = pool.PhaseStopped; return &m }(), at("127.0.0.1:20999"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testPool(true, 1)
+			p.Spec.DesiredCount = 1
+			got := Plan(Input{Pool: p, Members: []*pool.Member{tt.member}, Observed: map[string]Observation{"m-a": tt.obs},
+				JobExists: true, Target: 1, Now: now, NewID: ids()})
+			var update *pool.Member
+			for _, m := range got.Update {
+				if m.ID == "m-a" {
+					update = m
+				}
+			}
+			switch {
+			case tt.want == nil && update != nil && !reflect.DeepEqual(update.Addresses, tt.member.Addresses):
+				t.Fatalf("addresses rewritten to %v", update.Addresses)
+			case tt.want != nil && (update == nil || !reflect.DeepEqual(update.Addresses, tt.want)):
+				t.Fatalf("update = %+v, want addresses %v", update, tt.want)
+			case tt.want != nil && update.Phase != tt.member.Phase:
+				t.Fatalf("recording addresses changed the phase to %s", update.Phase)
+			}
+		})
 	}
 }

@@ -1,0 +1,31 @@
+package pool
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Token is a stored API token. Only the SHA-256 of its secret is kept: the
+// record is found by that hash, and the secret itself is never stored.
+type Token struct {
+	// AccessorID names the token in logs without revealing it.
+	AccessorID  string    `json:"accessor_id"`
+	User        string    `json:"user"`
+	Permissions []string  `json:"permissions"`
+	CreatedAt   time.Time `json:"created_at"`
+	// Hash is the hex SHA-256 of the secret (also the key).
+	Hash string `json:"hash"`
+}
+
+// Permissions a token may carry.
+const (
+	PermUsePools = "use-pools"
+	PermAdmin    = "admin"
+)
+
+// HashToken is the stored form of a secret: hex SHA-256.
+func HashToken(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
