@@ -21,6 +21,12 @@ variable "nomad_addr" {
   default = "http://127.0.0.1:4646"
 }
 
+variable "allowed_drivers" {
+  type        = string
+  default     = "docker,podman,exec,java"
+  description = "Task drivers pool templates may use, comma-separated. raw_exec only where every tenant is trusted."
+}
+
 variable "controllers" {
   type    = number
   default = 2
@@ -54,7 +60,7 @@ job "tidepool-controller" {
 
       config {
         command = var.tidepool_bin
-        args    = ["server", "-http-addr", "${NOMAD_ADDR_http}", "-name", "${NOMAD_ALLOC_ID}"]
+        args    = ["server", "-http-addr", "${NOMAD_ADDR_http}", "-name", "${NOMAD_ALLOC_ID}", "-allowed-drivers", var.allowed_drivers]
       }
 
       env {

@@ -189,7 +189,7 @@ func step(format string, args ...any) {
 }
 
 func startServer(c *cluster.Cluster, binDir, apiAddr string) (*exec.Cmd, string, error) {
-	return startTidepool(c, binDir, "server", "-http-addr", apiAddr, "-name", "dev")
+	return startTidepool(c, binDir, "server", "-http-addr", apiAddr, "-name", "dev", "-allowed-drivers", "raw_exec")
 }
 
 func startGateway(c *cluster.Cluster, binDir, addr string) (*exec.Cmd, string, error) {

@@ -35,6 +35,8 @@ type echoReply struct {
 	Path    string `json:"path"`
 	Host    string `json:"host"`
 	SleptMS int64  `json:"slept_ms,omitempty"`
+	// Headers are the request's headers, on GET /headers only.
+	Headers http.Header `json:"headers,omitempty"`
 }
 
 func newHandler(id identity, log hclog.Logger) http.Handler {
@@ -45,6 +47,7 @@ func newHandler(id identity, log hclog.Logger) http.Handler {
 	mux.HandleFunc("GET /sse", h.sse)
 	mux.HandleFunc("/ws", h.websocket)
 	mux.HandleFunc("POST /rpc", h.rpc)
+	mux.HandleFunc("GET /headers", h.headers)
 	mux.HandleFunc("/", h.echo)
 	return mux
 }
@@ -61,6 +64,13 @@ func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
 
 func (h *handler) echo(w http.ResponseWriter, r *http.Request) {
 	h.reply(w, r, 0)
+}
+
+// headers answers with the request's headers, so tests can see what a
+// member is told (and never told) by the gateway.
+func (h *handler) headers(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(echoReply{identity: h.id, Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: r.Header})
 }
 
 func (h *handler) sleep(w http.ResponseWriter, r *http.Request) {

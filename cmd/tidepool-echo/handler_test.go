@@ -247,3 +247,21 @@ func TestSSE_StreamsEvents(t *testing.T) {
 		t.Fatalf("content type %q body %q", resp.Header.Get("Content-Type"), b)
 	}
 }
+
+func TestHeaders_EchoesRequestHeaders(t *testing.T) {
+	srv := newTestServer(t)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/headers", nil)
+	req.Header.Set("X-Probe", "42")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	var got echoReply
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Headers.Get("X-Probe") != "42" || got.Member != "m-1" {
+		t.Fatalf("reply = %+v", got)
+	}
+}

@@ -48,6 +48,9 @@ Options:
   -upstream-timeout=<d>    Longest wait for a member's response headers (5m).
   -shutdown-timeout=<d>    How long in-flight work may finish on stop (30s).
   -register=<bool>         Register in Consul as tidepool-gateway (true).
+  -operator-addr=<addr>    Serve /v1/routes, /v1/stats, /metrics and
+                           /v1/health here without a token (off: on
+                           -http-addr they need an admin token).
   -log-level=<level>       trace, debug, info, warn or error (info).
 `)
 }
@@ -61,6 +64,7 @@ type gatewayFile struct {
 	UpstreamTimeout *string           `hcl:"upstream_timeout,optional"`
 	ShutdownTimeout *string           `hcl:"shutdown_timeout,optional"`
 	Register        *bool             `hcl:"register,optional"`
+	OperatorAddr    *string           `hcl:"operator_addr,optional"`
 	LogLevel        *string           `hcl:"log_level,optional"`
 	TCPListeners    []tcpListenerFile `hcl:"tcp_listener,block"`
 }
@@ -89,6 +93,7 @@ func (c *gatewayCommand) Run(args []string) int {
 	upstream := fs.Duration("upstream-timeout", 0, "")
 	shutdown := fs.Duration("shutdown-timeout", 0, "")
 	register := fs.Bool("register", true, "")
+	operatorAddr := fs.String("operator-addr", "", "")
 	level := fs.String("log-level", "", "")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -112,6 +117,7 @@ func (c *gatewayCommand) Run(args []string) int {
 	for key, dst := range map[string]*string{
 		"TIDEPOOL_GATEWAY_HTTP_ADDR": &cfg.HTTPAddr, "TIDEPOOL_GATEWAY_DOMAIN": &cfg.Domain,
 		"TIDEPOOL_KV_PREFIX": &cfg.KVPrefix, "TIDEPOOL_GATEWAY_NAME": &cfg.Name, "TIDEPOOL_LOG_LEVEL": &logLevel,
+		"TIDEPOOL_GATEWAY_OPERATOR_ADDR": &cfg.OperatorAddr,
 	} {
 		if v := os.Getenv(key); v != "" {
 			*dst = v
@@ -133,6 +139,8 @@ func (c *gatewayCommand) Run(args []string) int {
 			cfg.ShutdownTimeout = *shutdown
 		case "register":
 			cfg.Register = *register
+		case "operator-addr":
+			cfg.OperatorAddr = *operatorAddr
 		case "log-level":
 			logLevel = *level
 		}
@@ -163,6 +171,7 @@ func (f *gatewayFile) apply(cfg *gateway.Config, logLevel *string) error {
 	assign(&cfg.KVPrefix, f.KVPrefix)
 	assign(&cfg.Name, f.Name)
 	assign(&cfg.Register, f.Register)
+	assign(&cfg.OperatorAddr, f.OperatorAddr)
 	assign(logLevel, f.LogLevel)
 	for name, pair := range map[string]struct {
 		dst *time.Duration

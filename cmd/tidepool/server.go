@@ -55,6 +55,9 @@ Options:
   -sweep-interval=<d>     Reconcile every pool at least this often (15s).
   -session-ttl=<d>        Leader session TTL (15s).
   -lock-delay=<d>         Lock-delay after a leader dies (15s).
+  -allowed-drivers=<list> Task drivers templates may use, comma-separated
+                          (docker,podman,exec,java; raw_exec only where
+                          every tenant is trusted).
   -log-level=<level>      trace, debug, info, warn or error (info).
 `)
 }
@@ -96,7 +99,7 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		return fmt.Errorf("nomad client: %w", err)
 	}
 	st := store.New(consul, cfg.KVPrefix)
-	driver := nomadjob.NewDriver(nomad.Jobs(), nomad.Allocations(), consul.Health())
+	driver := nomadjob.NewDriver(nomad.Jobs(), nomad.Allocations(), consul.Health(), cfg.Templates)
 	elector := leader.New(consul, leader.Config{
 		Key: st.Layout().LeaderKey(), Name: cfg.Name,
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsimple"
 
+	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
 	"github.com/tidepool-run/tidepool/plugin/store"
@@ -29,6 +31,8 @@ type serverConfig struct {
 	LockDelay     time.Duration
 	LogLevel      string
 	Defaults      poolspec.Defaults
+	// Templates is what tenants' templates may do.
+	Templates nomadjob.Policy
 }
 
 func defaultServerConfig() serverConfig {
@@ -42,6 +46,7 @@ func defaultServerConfig() serverConfig {
 		LockDelay:     15 * time.Second,
 		LogLevel:      "info",
 		Defaults:      poolspec.DefaultDefaults(),
+		Templates:     nomadjob.Policy{AllowedDrivers: slices.Clone(nomadjob.DefaultAllowedDrivers)},
 	}
 }
 
@@ -63,7 +68,8 @@ type leaderBlock struct {
 }
 
 type limitsBlock struct {
-	MaxDesiredCount *int `hcl:"max_desired_count,optional"`
+	MaxDesiredCount *int     `hcl:"max_desired_count,optional"`
+	AllowedDrivers  []string `hcl:"allowed_drivers,optional"`
 }
 
 // autoscalerFile holds server-wide autoscaling defaults (every key of a
@@ -76,8 +82,8 @@ type autoscalerFile struct {
 
 // serverFlags binds the flags of `tidepool server`.
 type serverFlags struct {
-	config, httpAddr, name, kvPrefix, logLevel string
-	sweep, ttl, lockDelay                      time.Duration
+	config, httpAddr, name, kvPrefix, logLevel, drivers string
+	sweep, ttl, lockDelay                               time.Duration
 }
 
 func (f *serverFlags) bind(fs *flag.FlagSet) {
@@ -89,6 +95,17 @@ func (f *serverFlags) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&f.sweep, "sweep-interval", 0, "reconcile every pool at least this often (default 15s)")
 	fs.DurationVar(&f.ttl, "session-ttl", 0, "leader session TTL, 10s..24h (default 15s)")
 	fs.DurationVar(&f.lockDelay, "lock-delay", 0, "leader lock-delay after a leader dies (default 15s)")
+	fs.StringVar(&f.drivers, "allowed-drivers", "", "comma-separated task drivers templates may use (default docker,podman,exec,java)")
+}
+
+func driverList(v string) []string {
+	var out []string
+	for d := range strings.SplitSeq(v, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // loadServerConfig layers file, environment and flags over the defaults.
@@ -111,6 +128,10 @@ func loadServerConfig(fs *flag.FlagSet, f *serverFlags, getenv func(string) stri
 		"TIDEPOOL_SWEEP_INTERVAL": durationSetter(&cfg.SweepInterval),
 		"TIDEPOOL_SESSION_TTL":    durationSetter(&cfg.SessionTTL),
 		"TIDEPOOL_LOCK_DELAY":     durationSetter(&cfg.LockDelay),
+		"TIDEPOOL_ALLOWED_DRIVERS": func(v string) error {
+			cfg.Templates.AllowedDrivers = driverList(v)
+			return nil
+		},
 	}
 	for key, set := range env {
 		if v := getenv(key); v != "" {
@@ -135,6 +156,8 @@ func loadServerConfig(fs *flag.FlagSet, f *serverFlags, getenv func(string) stri
 			cfg.SessionTTL = f.ttl
 		case "lock-delay":
 			cfg.LockDelay = f.lockDelay
+		case "allowed-drivers":
+			cfg.Templates.AllowedDrivers = driverList(f.drivers)
 		}
 	})
 	return cfg, cfg.validate()
@@ -150,6 +173,9 @@ func (c *serverConfig) validate() error {
 	}
 	if c.LockDelay < 0 || c.LockDelay > time.Minute {
 		problems = append(problems, "lock_delay must be from 0s to 1m")
+	}
+	if len(c.Templates.AllowedDrivers) == 0 {
+		problems = append(problems, "allowed_drivers must name at least one driver")
 	}
 	if strings.Trim(c.KVPrefix, "/") == "" {
 		problems = append(problems, "kv_prefix must not be empty")
@@ -195,8 +221,11 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		dur("leader.session_ttl", &cfg.SessionTTL, l.SessionTTL)
 		dur("leader.lock_delay", &cfg.LockDelay, l.LockDelay)
 	}
-	if l := file.Limits; l != nil && l.MaxDesiredCount != nil {
-		cfg.Defaults.Limits.MaxDesiredCount = *l.MaxDesiredCount
+	if l := file.Limits; l != nil {
+		assign(&cfg.Defaults.Limits.MaxDesiredCount, l.MaxDesiredCount)
+		if l.AllowedDrivers != nil {
+			cfg.Templates.AllowedDrivers = l.AllowedDrivers
+		}
 	}
 	if a := file.Autoscaler; a != nil {
 		var block poolspec.AutoscalingBlock

@@ -84,7 +84,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	c := cluster.New(t, cluster.Config{Name: "cli"})
 	testutil.HoldDrains(t, c.Consul) // so status can show each drain phase
 	e.addr = testutil.FreeAddr(t)
-	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-http-addr", e.addr, "-session-ttl", "10s", "-lock-delay", "1s")
+	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-http-addr", e.addr, "-allowed-drivers", "raw_exec", "-session-ttl", "10s", "-lock-delay", "1s")
 	testutil.WaitHealthy(t, e.addr)
 
 	var boot api.TokenInfo

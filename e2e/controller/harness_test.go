@@ -51,7 +51,7 @@ func (e *env) startServer(name string) *testutil.Process {
 	e.t.Helper()
 	addr := testutil.FreeAddr(e.t)
 	p := testutil.StartProcess(e.t, name, e.tidepool, e.c.Env(),
-		"server", "-http-addr", addr, "-name", name, "-kv-prefix", kvPrefix,
+		"server", "-http-addr", addr, "-name", name, "-allowed-drivers", "raw_exec", "-kv-prefix", kvPrefix,
 		"-session-ttl", "10s", "-lock-delay", "1s", "-sweep-interval", "15s", "-log-level", "debug")
 	testutil.WaitHealthy(e.t, addr)
 	return p

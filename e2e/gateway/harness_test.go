@@ -41,7 +41,7 @@ func newEnv(t *testing.T, gatewayArgs ...string) *env {
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 100}},
 	}
 	e.c = cluster.New(t, cluster.Config{Name: "gw"})
-	testutil.StartProcess(t, "server", e.tidepool, e.c.Env(), "server", "-http-addr", e.apiAddr,
+	testutil.StartProcess(t, "server", e.tidepool, e.c.Env(), "server", "-http-addr", e.apiAddr, "-allowed-drivers", "raw_exec",
 		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
 	testutil.WaitHealthy(t, e.apiAddr)
 	e.gateway = testutil.StartProcess(t, "gateway", e.tidepool, e.c.Env(),

@@ -60,7 +60,7 @@ func TestSelfHosted_ControllersAndGatewayOnNomad(t *testing.T) {
 	c := cluster.New(t, cluster.Config{Name: "self"})
 	root := testutil.ModuleRoot(t)
 	vars := fmt.Sprintf("tidepool_bin = %q\nconsul_addr = %q\n", bin, c.ConsulAddr)
-	register(t, c, filepath.Join(root, "jobspecs/tidepool-controller.nomad.hcl"), vars+fmt.Sprintf("nomad_addr = %q\n", c.NomadAddr))
+	register(t, c, filepath.Join(root, "jobspecs/tidepool-controller.nomad.hcl"), vars+fmt.Sprintf("nomad_addr = %q\nallowed_drivers = \"raw_exec\"\n", c.NomadAddr))
 	register(t, c, filepath.Join(root, "jobspecs/tidepool-gateway.nomad.hcl"), vars)
 
 	var controllers, gateways []string

@@ -54,7 +54,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	d := poolspec.DefaultDefaults()
 	d.Limits.MaxDesiredCount = 50
 	d.Limits.MaxScaleLimit = 20
-	s := &Server{Store: st, Nomad: nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health()), Defaults: d, Log: hclog.NewNullLogger()}
+	s := &Server{Store: st, Nomad: nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}}), Defaults: d, Log: hclog.NewNullLogger()}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	e := &apiEnv{t: t, url: srv.URL}

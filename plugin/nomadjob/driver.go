@@ -49,15 +49,16 @@ type Driver struct {
 	jobs   Jobs
 	allocs Allocs
 	health Health
+	policy Policy
 
 	mu    sync.Mutex
 	ports map[string]map[string]string // allocation id → label → host:port
 }
 
 // NewDriver returns a driver over Nomad's job and allocation APIs and
-// Consul's health API.
-func NewDriver(jobs Jobs, allocs Allocs, health Health) *Driver {
-	return &Driver{jobs: jobs, allocs: allocs, health: health, ports: map[string]map[string]string{}}
+// Consul's health API that accepts templates within policy.
+func NewDriver(jobs Jobs, allocs Allocs, health Health, policy Policy) *Driver {
+	return &Driver{jobs: jobs, allocs: allocs, health: health, policy: policy, ports: map[string]map[string]string{}}
 }
 
 // Usage is an allocation's CPU and memory use as a percentage of what it
@@ -183,7 +184,7 @@ func (d *Driver) addresses(ctx context.Context, allocs []*api.AllocationListStub
 
 // Template has Nomad parse the pool's current template.
 func (d *Driver) Template(p *pool.Pool) (*api.Job, error) {
-	return ParseTemplate(d.jobs, &p.Spec)
+	return ParseTemplate(d.jobs, &p.Spec, d.policy)
 }
 
 // Sync registers the job the member records imply, if it differs from

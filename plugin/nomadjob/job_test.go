@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,25 +155,79 @@ func TestDesired_RefusesForeignJobs(t *testing.T) {
 	}
 }
 
+var rawExec = Policy{AllowedDrivers: []string{"raw_exec"}}
+
 func TestCheckTemplate(t *testing.T) {
 	spec := &pool.Spec{Ports: []pool.Port{{Label: "http"}, {Label: "admin"}}}
 	tmpl := testTemplate()
-	err := CheckTemplate(tmpl, spec)
+	err := CheckTemplate(tmpl, spec, rawExec)
 	var verr *pool.ValidationError
 	if !errors.As(err, &verr) || verr.Fields[0].Field != "template" {
 		t.Fatalf("want a template field error, got %v", err)
 	}
 	tmpl.TaskGroups[0].Networks[0].DynamicPorts = append(tmpl.TaskGroups[0].Networks[0].DynamicPorts, api.Port{Label: "admin"})
-	if err := CheckTemplate(tmpl, spec); err == nil {
+	if err := CheckTemplate(tmpl, spec, rawExec); err == nil {
 		t.Fatal("a port without a service passed")
 	}
 	tmpl.TaskGroups[0].Services = append(tmpl.TaskGroups[0].Services, &api.Service{Name: "admin", PortLabel: "admin"})
-	if err := CheckTemplate(tmpl, spec); err != nil {
+	if err := CheckTemplate(tmpl, spec, rawExec); err != nil {
 		t.Fatalf("valid template: %v", err)
 	}
 	tmpl.AddTaskGroup(api.NewTaskGroup("second", 1))
-	if err := CheckTemplate(tmpl, spec); err == nil {
+	if err := CheckTemplate(tmpl, spec, rawExec); err == nil {
 		t.Fatal("two task groups passed")
+	}
+}
+
+func TestCheckTemplate_ConfinesTenants(t *testing.T) {
+	spec := &pool.Spec{Ports: []pool.Port{{Label: "http"}}}
+	svc := func(tmpl *api.Job) *api.Service { return tmpl.TaskGroups[0].Services[0] }
+	tests := []struct {
+		name   string
+		edit   func(*api.Job)
+		policy Policy
+		want   string
+	}{
+		{"address override aimed at the control plane", func(j *api.Job) { svc(j).Address = "127.0.0.1" }, rawExec, "address is not allowed"},
+		{"reserved service name", func(j *api.Job) { svc(j).Name = "tidepool-gateway" }, rawExec, "reserved for Tidepool"},
+		{"reserved service name, any case", func(j *api.Job) { svc(j).Name = "TidePool-x" }, rawExec, "reserved for Tidepool"},
+		{"static host port", func(j *api.Job) {
+			j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "http", Value: 8500}}
+			j.TaskGroups[0].Networks[0].DynamicPorts = nil
+		}, rawExec, "static number"},
+		{"driver address mode", func(j *api.Job) { svc(j).AddressMode = "driver" }, rawExec, "address_mode"},
+		{"nomad service provider", func(j *api.Job) { svc(j).Provider = "nomad" }, rawExec, "provider"},
+		{"pool tag of another pool", func(j *api.Job) { svc(j).Tags = append(svc(j).Tags, "pool=p-victim") }, rawExec, "reserved for Tidepool"},
+		{"member meta", func(j *api.Job) { svc(j).Meta = map[string]string{"tidepool_member": "m-x"} }, rawExec, "reserved for Tidepool"},
+		{"group meta", func(j *api.Job) { j.TaskGroups[0].Meta = map[string]string{"tidepool_pool_id": "p-x"} }, rawExec, "reserved for Tidepool"},
+		{"job meta", func(j *api.Job) { j.Meta["tidepool_managed"] = "false" }, rawExec, "reserved for Tidepool"},
+		{"batch job", func(j *api.Job) { j.Type = new(api.JobTypeBatch) }, rawExec, "job type"},
+		{"system job", func(j *api.Job) { j.Type = new(api.JobTypeSystem) }, rawExec, "job type"},
+		{"periodic", func(j *api.Job) { j.Periodic = &api.PeriodicConfig{Spec: new("* * * * *")} }, rawExec, "periodic"},
+		{"parameterized", func(j *api.Job) { j.ParameterizedJob = &api.ParameterizedJobConfig{} }, rawExec, "parameterized"},
+		{"another namespace", func(j *api.Job) { j.Namespace = new("ops") }, rawExec, "namespace"},
+		{"another region", func(j *api.Job) { j.Region = new("eu") }, rawExec, "region"},
+		{"high priority", func(j *api.Job) { j.Priority = new(90) }, rawExec, "priority"},
+		{"driver not allowed", func(*api.Job) {}, Policy{AllowedDrivers: []string{"docker"}}, `driver "raw_exec" is not allowed`},
+		{"connect sidecar", func(j *api.Job) { svc(j).Connect = &api.ConsulConnect{} }, rawExec, "connect"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmpl := testTemplate()
+			tt.edit(tmpl)
+			err := CheckTemplate(tmpl, spec, tt.policy)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("CheckTemplate = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+	if err := CheckTemplate(testTemplate(), spec, rawExec); err != nil {
+		t.Fatalf("the unedited template: %v", err)
+	}
+	lower := testTemplate()
+	lower.Priority = new(20)
+	if err := CheckTemplate(lower, spec, rawExec); err != nil {
+		t.Fatalf("a lower priority is allowed: %v", err)
 	}
 }
 
