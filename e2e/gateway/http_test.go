@@ -185,7 +185,9 @@ func TestGateway_KilledMemberRetriesOnDial(t *testing.T) {
 		return errors.New("still passing")
 	})
 	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, "victim gone from the gateway's table", func(ctx context.Context) error {
-		resp, err := http.Get("http://" + e.gwAddr + "/v1/routes")
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.gwAddr+"/v1/routes", nil)
+		req.Header.Set("Authorization", "Bearer "+e.token) // operator endpoint: the admin token
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return err
 		}
