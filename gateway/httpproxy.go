@@ -62,51 +62,15 @@ func newHTTPProxy(upstreamTimeout time.Duration, m *metrics, log hclog.Logger) *
 }
 
 // attempt tracks which member serves a request; it lives in the request
-// context from the handler to the transport and back.
+// context from the handler to the transport and back. Its lease is the
+// member's slot: taken per attempt, held until the response is copied.
 type attempt struct {
-	route   *routing.Route
-	tried   []*routing.Backend
-	current *routing.Backend
-	kind    counterKind
+	route [1]*routing.Route
+	tried []*routing.Backend
+	lease routing.Lease
 }
-
-type counterKind int
-
-const (
-	kindHTTP counterKind = iota
-	kindMethod
-)
 
 type attemptKey struct{}
-
-// use moves the in-flight count from the previous backend to b.
-func (a *attempt) use(b *routing.Backend) {
-	if a.current != nil {
-		a.inflight(a.current).Add(-1)
-	}
-	a.current = b
-	a.inflight(b).Add(1)
-	if a.kind == kindMethod {
-		b.Stats.MethodCalls.Add(1)
-	} else {
-		b.Stats.HTTPRequests.Add(1)
-	}
-}
-
-func (a *attempt) inflight(b *routing.Backend) *atomic.Int64 {
-	if a.kind == kindMethod {
-		return &b.Stats.MethodInFlight
-	}
-	return &b.Stats.HTTPInFlight
-}
-
-// done releases the in-flight count.
-func (a *attempt) done() {
-	if a.current != nil {
-		a.inflight(a.current).Add(-1)
-		a.current = nil
-	}
-}
 
 // errNoMember: no routable member is left to try.
 var errNoMember = errors.New("no healthy member")
@@ -128,15 +92,17 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var lastErr error
 	for {
-		b := a.route.Pick(a.tried)
-		if b == nil {
+		a.lease.Release()
+		lease, ok := routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
+		if !ok {
 			if lastErr != nil {
 				return nil, lastErr
 			}
 			return nil, errNoMember
 		}
+		a.lease = lease
+		b := lease.Backend
 		a.tried = append(a.tried, b)
-		a.use(b)
 		// The request is the proxy's own outbound copy: aim it at b.
 		req.URL.Host = b.Addr
 		if body != nil {
@@ -195,10 +161,10 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// serve proxies one request on route, counting it as kind.
-func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, route *routing.Route, kind counterKind) {
-	a := &attempt{route: route, kind: kind}
-	defer a.done()
+// serve proxies one request on route.
+func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, route *routing.Route) {
+	a := &attempt{route: [1]*routing.Route{route}}
+	defer a.lease.Release()
 	r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
 	rec := &statusRecorder{ResponseWriter: w}
 	start := time.Now()
@@ -214,7 +180,7 @@ func (p *httpProxy) errorHandler(w http.ResponseWriter, r *http.Request, err err
 		return // the client went away
 	}
 	if a, _ := r.Context().Value(attemptKey{}).(*attempt); a != nil {
-		p.metrics.upstreamError(a.route, http.StatusText(status))
+		p.metrics.upstreamError(a.route[0], http.StatusText(status))
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
@@ -286,7 +252,7 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		writeError(w, http.StatusNotFound, "pool "+route.Pool+" has no running members (stopped or scaled to zero)")
 		return
 	}
-	g.proxy.serve(w, r, route, kindHTTP)
+	g.proxy.serve(w, r, route)
 }
 
 // statusRecorder remembers the status written, for metrics; it passes

@@ -1,11 +1,19 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tidepool-run/tidepool/gateway/routing"
 
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
@@ -131,4 +139,127 @@ func TestServeStats_SignedForTheController(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestStaticGateway_ProxiesAndCounts(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Header.Get("X-Forwarded-Host"))
+	}))
+	defer upstream.Close()
+	g := newStaticGateway(t, upstream.Listener.Addr().String())
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Host = "alice--web--8080.localhost"
+	rec := httptest.NewRecorder()
+	g.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || rec.Body.String() != "alice--web--8080.localhost" {
+		t.Fatalf("status %d body %q", rec.Code, rec.Body)
+	}
+	st := g.stats.Member("p-1", "m-a")
+	if st.Total(routing.HTTP) != 1 || st.InFlight() != 0 {
+		t.Fatalf("requests %d in flight %d", st.Total(routing.HTTP), st.InFlight())
+	}
+}
+
+func TestClassify(t *testing.T) {
+	upstreamDown := newStaticGateway(t, "127.0.0.1:1") // nothing listens on port 1
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Host = "alice--web--8080.localhost"
+	rec := httptest.NewRecorder()
+	upstreamDown.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadGateway {
+		t.Fatalf("refused upstream: %d, want 502", rec.Code)
+	}
+	req.Host = "alice--none--8080.localhost"
+	rec = httptest.NewRecorder()
+	upstreamDown.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("unknown pool: %d, want 404", rec.Code)
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	get := httptest.NewRequest(http.MethodGet, "/", nil)
+	post := httptest.NewRequest(http.MethodPost, "/", nil)
+	dial := &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}
+	reset := &net.OpError{Op: "read", Err: syscall.ECONNRESET}
+	unread := &replayBody{}
+	read := &replayBody{}
+	read.started.Store(true)
+	tests := []struct {
+		name string
+		req  *http.Request
+		err  error
+		body *replayBody
+		want bool
+	}{
+		{"dial failure", get, dial, nil, true},
+		{"dial failure with an unsent body", post, dial, unread, true},
+		{"dial failure after the body was read", post, dial, read, false},
+		{"reset under an idempotent request", get, reset, nil, true},
+		{"reset under a POST", post, reset, nil, false},
+		{"reset with a body", get, reset, unread, false},
+		{"timeout", get, context.DeadlineExceeded, nil, false},
+	}
+	for _, tt := range tests {
+		if got := retryable(tt.req, tt.err, tt.body); got != tt.want {
+			t.Errorf("%s: retryable = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// brokenWriter fails every body write, as a connection to a client that
+// went away does; httputil.ReverseProxy then panics with ErrAbortHandler.
+type brokenWriter struct{ header http.Header }
+
+func (w *brokenWriter) Header() http.Header       { return w.header }
+func (w *brokenWriter) WriteHeader(int)           {}
+func (w *brokenWriter) Write([]byte) (int, error) { return 0, errors.New("client gone") }
+
+func TestServeHost_ReleasesTheMemberOnCancelAndPanic(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-r.Context().Done()
+			return
+		}
+		_, _ = io.WriteString(w, strings.Repeat("x", 64<<10))
+	}))
+	defer upstream.Close()
+	g := newStaticGateway(t, upstream.Listener.Addr().String())
+	st := g.stats.Member("p-1", "m-a")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, http.MethodGet, "http://alice--web--8080.localhost/slow", nil)
+	done := make(chan struct{})
+	go func() { defer close(done); g.ServeHTTP(httptest.NewRecorder(), req) }()
+	testEventually(t, func() bool { return st.InFlight() == 1 })
+	cancel()
+	<-done
+	if n := st.InFlight(); n != 0 {
+		t.Fatalf("client cancel left %d in flight", n)
+	}
+
+	func() {
+		defer func() {
+			if r := recover(); r != http.ErrAbortHandler {
+				t.Fatalf("recovered %v, want http.ErrAbortHandler", r)
+			}
+		}()
+		// Under a real server (ServerContextKey set) the proxy panics.
+		sctx := context.WithValue(context.Background(), http.ServerContextKey, &http.Server{})
+		g.ServeHTTP(&brokenWriter{header: http.Header{}}, httptest.NewRequestWithContext(sctx, http.MethodGet, "http://alice--web--8080.localhost/big", nil))
+	}()
+	if n := st.InFlight(); n != 0 {
+		t.Fatalf("a panic while copying left %d in flight", n)
+	}
+}
+
+// testEventually polls cond for up to 5s.
+func testEventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 5s")
 }

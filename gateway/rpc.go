@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sync"
 
 	"github.com/gin-gonic/gin"
@@ -115,13 +114,16 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 	body, _ := json.Marshal(req)
 	var tried []*routing.Backend
 	for {
-		route, b := routing.PickLeast(filterTried(routes, tried))
-		if b == nil {
+		lease, ok := routing.Acquire(routes, routing.LeastInFlight, routing.Method, tried)
+		if !ok {
 			g.metrics.rpcCalls.WithLabelValues(req.Method, "unavailable").Inc()
-			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeUnavailable, "no member serving "+req.Method+" is available (all draining or starting)"))
+			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeUnavailable, "no member serving "+req.Method+" is available (all draining, starting or at capacity)"))
 		}
-		tried = append(tried, b)
-		resp, err := g.forward(ctx, route, b, cl, body)
+		tried = append(tried, lease.Backend)
+		resp, err := func() (*jsonrpc.Response, error) {
+			defer lease.Release()
+			return g.forward(ctx, lease.Route, lease.Backend, cl, body)
+		}()
 		if err != nil && isDialError(err) {
 			continue
 		}
@@ -137,29 +139,9 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 	}
 }
 
-// filterTried hides backends already tried, keeping the routes' order.
-func filterTried(routes []*routing.Route, tried []*routing.Backend) []*routing.Route {
-	if len(tried) == 0 {
-		return routes
-	}
-	out := make([]*routing.Route, 0, len(routes))
-	for _, r := range routes {
-		c := &routing.Route{PoolID: r.PoolID, Owner: r.Owner, Pool: r.Pool, Port: r.Port, MethodPath: r.MethodPath}
-		for _, b := range r.Backends {
-			if !slices.Contains(tried, b) {
-				c.Backends = append(c.Backends, b)
-			}
-		}
-		out = append(out, c)
-	}
-	return out
-}
-
-// forward posts one call to a member's method path.
+// forward posts one call to a member's method path; the caller holds the
+// member's lease.
 func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.Backend, cl *caller, body []byte) (*jsonrpc.Response, error) {
-	b.Stats.MethodCalls.Add(1)
-	b.Stats.MethodInFlight.Add(1)
-	defer b.Stats.MethodInFlight.Add(-1)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+b.Addr+route.MethodPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

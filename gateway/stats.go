@@ -34,12 +34,12 @@ func (g *Gateway) serveStats(c *gin.Context) {
 		out.Members = append(out.Members, pool.MemberStats{
 			PoolID:         s.PoolID,
 			MemberID:       s.ID,
-			HTTPInFlight:   s.HTTPInFlight.Load(),
-			TCPInFlight:    s.TCPInFlight.Load(),
-			MethodInFlight: s.MethodInFlight.Load(),
-			HTTPRequests:   s.HTTPRequests.Load(),
-			TCPConns:       s.TCPConns.Load(),
-			MethodCalls:    s.MethodCalls.Load(),
+			HTTPInFlight:   s.InFlightOf(routing.HTTP),
+			TCPInFlight:    s.InFlightOf(routing.TCP),
+			MethodInFlight: s.InFlightOf(routing.Method),
+			HTTPRequests:   s.Total(routing.HTTP),
+			TCPConns:       s.Total(routing.TCP),
+			MethodCalls:    s.Total(routing.Method),
 			HTTPRPS:        http, TCPRPS: tcp, MethodRPS: method,
 		})
 	})
@@ -93,7 +93,7 @@ func (r *rates) run(ctx context.Context) {
 				r.ring[s] = sm
 			}
 			i := sm.n % (rateWindow + 1)
-			sm.http[i], sm.tcp[i], sm.method[i] = s.HTTPRequests.Load(), s.TCPConns.Load(), s.MethodCalls.Load()
+			sm.http[i], sm.tcp[i], sm.method[i] = s.Total(routing.HTTP), s.Total(routing.TCP), s.Total(routing.Method)
 			sm.n++
 			r.mu.Unlock()
 		})

@@ -19,29 +19,30 @@ import (
 )
 
 // dialMember connects to a member of route, moving on to the next one when
-// a dial fails. The returned backend's TCP counters include the connection
-// until release is called.
-func dialMember(ctx context.Context, route *routing.Route) (net.Conn, func(), error) {
+// a dial fails. The member's slot is taken before the dial, so a drain
+// never sees it idle while a connection is being made; the caller releases
+// the returned lease when the connection ends.
+func dialMember(ctx context.Context, route *routing.Route) (net.Conn, routing.Lease, error) {
 	var tried []*routing.Backend
 	var lastErr error
 	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	routes := []*routing.Route{route}
 	for {
-		b := route.Pick(tried)
-		if b == nil {
+		lease, ok := routing.Acquire(routes, routing.RoundRobin, routing.TCP, tried)
+		if !ok {
 			if lastErr == nil {
 				lastErr = errNoMember
 			}
-			return nil, nil, lastErr
+			return nil, routing.Lease{}, lastErr
 		}
-		tried = append(tried, b)
-		conn, err := d.DialContext(ctx, "tcp", b.Addr)
+		tried = append(tried, lease.Backend)
+		conn, err := d.DialContext(ctx, "tcp", lease.Backend.Addr)
 		if err != nil {
+			lease.Release()
 			lastErr = err
 			continue
 		}
-		b.Stats.TCPConns.Add(1)
-		b.Stats.TCPInFlight.Add(1)
-		return conn, func() { b.Stats.TCPInFlight.Add(-1) }, nil
+		return conn, lease, nil
 	}
 }
 
@@ -91,7 +92,7 @@ func (g *Gateway) tunnel(c *gin.Context) {
 		writeError(c.Writer, http.StatusNotFound, fmt.Sprintf("no pool %q with port %d", name, port))
 		return
 	}
-	upstream, release, err := dialMember(c.Request.Context(), route)
+	upstream, lease, err := dialMember(c.Request.Context(), route)
 	if err != nil {
 		status, msg := classify(c.Request.Context(), err)
 		if status == 0 {
@@ -100,7 +101,7 @@ func (g *Gateway) tunnel(c *gin.Context) {
 		writeError(c.Writer, status, msg)
 		return
 	}
-	defer release()
+	defer lease.Release()
 	ws, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		_ = upstream.Close()
@@ -159,12 +160,12 @@ func (g *Gateway) acceptTCP(ctx context.Context, t *tcpListeners, ln net.Listene
 				_ = conn.Close()
 				return
 			}
-			upstream, release, err := dialMember(ctx, route)
+			upstream, lease, err := dialMember(ctx, route)
 			if err != nil {
 				_ = conn.Close()
 				return
 			}
-			defer release()
+			defer lease.Release()
 			g.metrics.tcpConns.WithLabelValues(poolLabel(route)).Inc()
 			pipe(conn, upstream)
 		})

@@ -6,7 +6,6 @@
 package routing
 
 import (
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -212,52 +211,6 @@ func Build(s Snapshot, stats *Registry) *Table {
 	return t
 }
 
-// Pick returns the next backend round-robin, skipping those in skip (the
-// ones already tried) and those at the route's container concurrency; nil
-// when none is left.
-func (r *Route) Pick(skip []*Backend) *Backend {
-	n := len(r.Backends)
-	if n == 0 {
-		return nil
-	}
-	start := r.rr.Add(1) - 1
-	for i := range n {
-		b := r.Backends[(int(start)+i)%n]
-		if slices.Contains(skip, b) {
-			continue
-		}
-		if r.ContainerConcurrency > 0 && b.Stats.InFlight() >= int64(r.ContainerConcurrency) {
-			continue
-		}
-		return b
-	}
-	return nil
-}
-
-// PickLeast returns the backend with the least in-flight work among
-// routes, round-robin among ties; nil when none is routable.
-func PickLeast(routes []*Route) (*Route, *Backend) {
-	var bestR *Route
-	var best []*Backend
-	bestN := int64(-1)
-	for _, r := range routes {
-		for _, b := range r.Backends {
-			n := b.Stats.InFlight()
-			switch {
-			case bestN < 0 || n < bestN:
-				bestN, best, bestR = n, []*Backend{b}, r
-			case n == bestN:
-				best = append(best, b)
-			}
-		}
-	}
-	if len(best) == 0 {
-		return nil, nil
-	}
-	i := int(bestR.rr.Add(1)-1) % len(best)
-	return bestR, best[i]
-}
-
 // Registry keeps per-member statistics across tables.
 type Registry struct {
 	mu      sync.Mutex
@@ -306,21 +259,4 @@ func (g *Registry) Each(fn func(*MemberStats)) {
 	for _, s := range list {
 		fn(s)
 	}
-}
-
-// MemberStats counts one member's traffic through this gateway.
-type MemberStats struct {
-	PoolID, ID string
-
-	HTTPInFlight   atomic.Int64
-	TCPInFlight    atomic.Int64
-	MethodInFlight atomic.Int64
-	HTTPRequests   atomic.Uint64
-	TCPConns       atomic.Uint64
-	MethodCalls    atomic.Uint64
-}
-
-// InFlight is all work in progress on the member.
-func (s *MemberStats) InFlight() int64 {
-	return s.HTTPInFlight.Load() + s.TCPInFlight.Load() + s.MethodInFlight.Load()
 }

@@ -90,7 +90,9 @@ func TestBuild_StatsSurviveRebuilds(t *testing.T) {
 	reg := NewRegistry()
 	a := Build(snapshot(), reg)
 	ra, _ := a.Lookup("alice--web--8080")
-	ra.Backends[0].Stats.HTTPInFlight.Add(1)
+	if l, ok := Acquire([]*Route{ra}, RoundRobin, HTTP, ra.Backends[1:]); !ok || l.Backend != ra.Backends[0] {
+		t.Fatal("could not lease m-a")
+	}
 	b := Build(snapshot(), reg)
 	rb, _ := b.Lookup("alice--web--8080")
 	if rb.Backends[0].Stats != ra.Backends[0].Stats {
@@ -99,50 +101,8 @@ func TestBuild_StatsSurviveRebuilds(t *testing.T) {
 	s := snapshot()
 	s.Members = nil
 	Build(s, reg)
-	if got := reg.Member("p-1", "m-a").HTTPInFlight.Load(); got != 1 {
+	if got := reg.Member("p-1", "m-a").InFlightOf(HTTP); got != 1 {
 		t.Fatalf("a removed member with work in flight lost its counters (%d)", got)
-	}
-}
-
-func TestRoute_PickRoundRobinSkipsAndCaps(t *testing.T) {
-	tb := Build(snapshot(), NewRegistry())
-	r, _ := tb.Lookup("alice--web--8080")
-	seen := map[string]int{}
-	for range 10 {
-		seen[r.Pick(nil).Addr]++
-	}
-	if seen["127.0.0.1:1"] != 5 || seen["127.0.0.1:3"] != 5 {
-		t.Fatalf("round-robin %v", seen)
-	}
-	first := r.Backends[0]
-	for range 4 {
-		if b := r.Pick([]*Backend{first}); b == first {
-			t.Fatal("picked a skipped backend")
-		}
-	}
-	if b := r.Pick([]*Backend{r.Backends[0], r.Backends[1]}); b != nil {
-		t.Fatal("picked with everything skipped")
-	}
-	r.ContainerConcurrency = 1
-	r.Backends[0].Stats.HTTPInFlight.Add(1)
-	for range 4 {
-		if b := r.Pick(nil); b == r.Backends[0] {
-			t.Fatal("picked a backend at its container concurrency")
-		}
-	}
-}
-
-func TestPickLeast(t *testing.T) {
-	tb := Build(snapshot(), NewRegistry())
-	r, _ := tb.Lookup("alice--web--8080")
-	r.Backends[0].Stats.MethodInFlight.Add(3)
-	for range 3 {
-		if _, b := PickLeast([]*Route{r}); b != r.Backends[1] {
-			t.Fatal("did not pick the least busy backend")
-		}
-	}
-	if _, b := PickLeast(nil); b != nil {
-		t.Fatal("picked from nothing")
 	}
 }
 

@@ -1,0 +1,35 @@
+package gateway
+
+import (
+	"testing"
+
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tidepool-run/tidepool/gateway/routing"
+	"github.com/tidepool-run/tidepool/plugin/pool"
+)
+
+// newStaticGateway is a gateway over a fixed table routing
+// alice--web--8080.localhost to upstream; no Consul is contacted.
+func newStaticGateway(tb testing.TB, upstream string) *Gateway {
+	tb.Helper()
+	return newStaticGatewayPort(tb, upstream, true)
+}
+
+// newStaticGatewayPort is newStaticGateway with the port public or not.
+func newStaticGatewayPort(tb testing.TB, upstream string, public bool) *Gateway {
+	tb.Helper()
+	c, err := consulapi.NewClient(&consulapi.Config{Address: "127.0.0.1:1"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := New(Config{Name: "bench"}, c, hclog.NewNullLogger())
+	g.Watcher().Load(routing.Snapshot{
+		Pools: []*pool.Pool{{ID: "p-1", Owner: "alice", Spec: pool.Spec{Name: "web", Active: true,
+			Ports: []pool.Port{{Label: "http", Number: 8080, Protocol: pool.ProtocolHTTP, Public: public}}}}},
+		Members:   []*pool.Member{{ID: "m-a", PoolID: "p-1", Phase: pool.PhaseRunning, Addresses: map[string]string{"http": upstream}}},
+		Instances: []routing.Instance{{PoolID: "p-1", Member: "m-a", Port: "http", Address: upstream, Passing: true}},
+	})
+	return g
+}
