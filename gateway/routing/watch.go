@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tidepool-run/tidepool/internal/blocking"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
@@ -83,45 +84,31 @@ func (w *Watcher) Run(ctx context.Context) {
 	w.mu.Unlock()
 }
 
-// loop runs one blocking query after another, tracking Consul's health.
-func (w *Watcher) loop(ctx context.Context, what string, query func(index uint64) (uint64, error)) {
-	var index uint64
+// loop runs one blocking query after another, tracking Consul's health:
+// while any watch fails, ConsulOK is false and the last table serves.
+func (w *Watcher) loop(ctx context.Context, what string, query blocking.Query) {
 	failing := false
-	for ctx.Err() == nil {
-		next, err := query(index)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if !failing {
-				failing = true
-				w.errors.Add(1)
-				w.log.Warn("consul unreachable; serving the last routing table", "watch", what, "error", err)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(w.retry):
-			}
-			continue
-		}
-		if failing {
+	blocking.Loop{
+		MinBackoff: w.retry,
+		Failing: func(err error) {
+			failing = true
+			w.errors.Add(1)
+			w.log.Warn("consul unreachable; serving the last routing table", "watch", what, "error", err)
+		},
+		Recovered: func() {
 			failing = false
 			w.errors.Add(-1)
 			w.log.Info("consul reachable again", "watch", what)
-		}
-		if next < index {
-			next = 0 // index went backwards: start over
-		}
-		index = next
-	}
+		},
+	}.Run(ctx, query)
 	if failing {
 		w.errors.Add(-1)
 	}
 }
 
 func (w *Watcher) watchKV(ctx context.Context, what, prefix string, set func([]*api.KVPair, uint64)) {
-	w.loop(ctx, what, func(index uint64) (uint64, error) {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+	w.loop(ctx, what, func(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait, AllowStale: true}).WithContext(ctx)
 		pairs, meta, err := w.client.KV().List(prefix, q)
 		if err != nil {
 			return 0, err
@@ -170,8 +157,8 @@ func (w *Watcher) setMembers(pairs []*api.KVPair, index uint64) {
 // watchServices follows the names of services tagged tidepool and keeps a
 // health watch per name.
 func (w *Watcher) watchServices(ctx context.Context) {
-	w.loop(ctx, "services", func(index uint64) (uint64, error) {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true,
+	w.loop(ctx, "services", func(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait, AllowStale: true,
 			Filter: strconv.Quote(pool.ServiceTag) + " in ServiceTags"}).WithContext(ctx)
 		names, meta, err := w.client.Catalog().Services(q)
 		if err != nil {
@@ -204,8 +191,8 @@ func (w *Watcher) watchServices(ctx context.Context) {
 }
 
 func (w *Watcher) watchHealth(ctx context.Context, name string) {
-	w.loop(ctx, "health "+name, func(index uint64) (uint64, error) {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, AllowStale: true}).WithContext(ctx)
+	w.loop(ctx, "health "+name, func(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait, AllowStale: true}).WithContext(ctx)
 		entries, meta, err := w.client.Health().Service(name, pool.ServiceTag, false, q)
 		if err != nil {
 			return 0, err

@@ -28,7 +28,7 @@ type Store interface {
 	CreatePool(ctx context.Context, p *pool.Pool) error
 	GetPool(ctx context.Context, id string) (*pool.Pool, error)
 	LookupPool(ctx context.Context, owner, name string) (*pool.Pool, error)
-	ListPools(ctx context.Context, waitIndex uint64) ([]*pool.Pool, uint64, error)
+	ListPools(ctx context.Context, waitIndex uint64, wait time.Duration) ([]*pool.Pool, uint64, error)
 	ModifyPool(ctx context.Context, id string, fn func(*pool.Pool) error) (*pool.Pool, error)
 	MarkDeleting(ctx context.Context, p *pool.Pool, now time.Time) error
 	ListMembers(ctx context.Context, poolID string) ([]*pool.Member, error)

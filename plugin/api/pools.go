@@ -113,7 +113,7 @@ func (s *Server) load(c *gin.Context) (*pool.Pool, bool) {
 }
 
 func (s *Server) listPools(c *gin.Context) {
-	pools, _, err := s.Store.ListPools(c.Request.Context(), 0)
+	pools, _, err := s.Store.ListPools(c.Request.Context(), 0, 0)
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/tidepool-run/tidepool/internal/blocking"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/reconcile"
@@ -26,7 +27,7 @@ import (
 // satisfies it.
 type Store interface {
 	GetPool(ctx context.Context, id string) (*pool.Pool, error)
-	ListPools(ctx context.Context, waitIndex uint64) ([]*pool.Pool, uint64, error)
+	ListPools(ctx context.Context, waitIndex uint64, wait time.Duration) ([]*pool.Pool, uint64, error)
 	ListMembers(ctx context.Context, poolID string) ([]*pool.Member, error)
 	PutMembers(ctx context.Context, ms []*pool.Member) error
 	DeleteMembers(ctx context.Context, ms []*pool.Member) error
@@ -160,21 +161,17 @@ func (c *Controller) work(ctx context.Context) {
 
 // watchPools queues every pool whose record changed, using a blocking query.
 func (c *Controller) watchPools(ctx context.Context, enqueue func(string)) {
-	var index uint64
-	for ctx.Err() == nil {
-		pools, next, err := c.store.ListPools(ctx, index)
+	blocking.Loop{
+		MinBackoff: c.cfg.RetryInterval,
+		Failing:    func(err error) { c.log.Warn("watch pools", "error", err) },
+		Recovered:  func() { c.log.Info("watching pools again") },
+	}.Run(ctx, func(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
+		pools, next, err := c.store.ListPools(ctx, index, wait)
 		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("watch pools", "error", err)
-				sleep(ctx, c.cfg.RetryInterval)
-			}
-			continue
+			return 0, err
 		}
-		if next < index {
-			next = 0 // the index went backwards (Consul restored): start over
-		}
-		index = next
 		c.mu.Lock()
+		defer c.mu.Unlock()
 		seen := map[string]bool{}
 		for _, p := range pools {
 			seen[p.ID] = true
@@ -189,8 +186,8 @@ func (c *Controller) watchPools(ctx context.Context, enqueue func(string)) {
 				delete(c.templates, id)
 			}
 		}
-		c.mu.Unlock()
-	}
+		return next, nil
+	})
 }
 
 // sweep queues every known pool each SweepInterval.

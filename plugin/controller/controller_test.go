@@ -34,7 +34,7 @@ func (r *recorder) GetPool(_ context.Context, id string) (*pool.Pool, error) {
 	return r.pool, nil
 }
 
-func (r *recorder) ListPools(context.Context, uint64) ([]*pool.Pool, uint64, error) {
+func (r *recorder) ListPools(context.Context, uint64, time.Duration) ([]*pool.Pool, uint64, error) {
 	return []*pool.Pool{r.pool}, 1, nil
 }
 

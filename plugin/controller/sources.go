@@ -2,14 +2,13 @@ package controller
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
 
-	"github.com/tidepool-run/tidepool/plugin/nomadjob"
+	"github.com/tidepool-run/tidepool/internal/blocking"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
@@ -67,22 +66,20 @@ func ConsulHealth(h HealthState, retry time.Duration, log hclog.Logger) Source {
 	log = log.Named("consul_health")
 	return func(ctx context.Context, enqueue func(string)) {
 		type seen struct{ status, pool string }
-		var index uint64
 		last := map[string]seen{} // node/check id → what it was
-		for ctx.Err() == nil {
+		blocking.Loop{
+			MinBackoff: retry,
+			Failing:    func(err error) { log.Warn("watch", "error", err) },
+			Recovered:  func() { log.Info("watching again") },
+		}.Run(ctx, func(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
 			q := (&consulapi.QueryOptions{
-				WaitIndex: index, WaitTime: 5 * time.Minute,
-				Filter: `"` + nomadjob.TagTidepool + `" in ServiceTags`,
+				WaitIndex: index, WaitTime: wait,
+				Filter: `"` + pool.ServiceTag + `" in ServiceTags`,
 			}).WithContext(ctx)
 			checks, meta, err := h.State(consulapi.HealthAny, q)
 			if err != nil {
-				if ctx.Err() == nil {
-					log.Warn("watch", "error", err)
-					sleep(ctx, retry)
-				}
-				continue
+				return 0, err
 			}
-			index = meta.LastIndex
 			now := make(map[string]seen, len(checks))
 			for _, c := range checks {
 				key := c.Node + "/" + c.CheckID
@@ -97,13 +94,14 @@ func ConsulHealth(h HealthState, retry time.Duration, log hclog.Logger) Source {
 				}
 			}
 			last = now
-		}
+			return meta.LastIndex, nil
+		})
 	}
 }
 
 func poolOf(tags []string) string {
 	for _, t := range tags {
-		if id, ok := strings.CutPrefix(t, "pool="); ok {
+		if id, ok := pool.ParsePoolTag(t); ok {
 			return id
 		}
 	}

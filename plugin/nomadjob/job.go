@@ -37,7 +37,7 @@ const (
 var ErrNotOwned = errors.New("job exists and is not managed by tidepool for this pool")
 
 // PoolTag is the service tag that selects one pool's members in Consul.
-func PoolTag(poolID string) string { return "pool=" + poolID }
+func PoolTag(poolID string) string { return pool.PoolTag(poolID) }
 
 // Owned reports whether job was created by Tidepool for pool id.
 func Owned(job *api.Job, poolID string) bool {

@@ -133,8 +133,8 @@ func (s *Store) LookupPool(ctx context.Context, owner, name string) (*pool.Pool,
 // ListPools returns every pool and the KV index of the listing. With
 // waitIndex > 0 it blocks until something under pools/ changes past that
 // index (or Consul's wait time passes), as a watch.
-func (s *Store) ListPools(ctx context.Context, waitIndex uint64) ([]*pool.Pool, uint64, error) {
-	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: 5 * time.Minute}).WithContext(ctx)
+func (s *Store) ListPools(ctx context.Context, waitIndex uint64, wait time.Duration) ([]*pool.Pool, uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: wait}).WithContext(ctx)
 	pairs, meta, err := s.kv.List(s.PoolsPrefix(), q)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list pools: %w", err)

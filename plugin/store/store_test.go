@@ -226,13 +226,13 @@ func TestStore_ListPoolsBlocksUntilChange(t *testing.T) {
 	s := newStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, index, err := s.ListPools(ctx, 0)
+	_, index, err := s.ListPools(ctx, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan []*pool.Pool, 1)
 	go func() {
-		pools, _, err := s.ListPools(ctx, index)
+		pools, _, err := s.ListPools(ctx, index, time.Minute)
 		if err != nil {
 			t.Error(err)
 		}
