@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -183,7 +182,7 @@ func poolPlan(ctx context.Context, r *runner, args []string) int {
 func specDiff(old, new *pool.Spec, templateGen int64) []string {
 	var out []string
 	if old.Template != new.Template {
-		out = append(out, fmt.Sprintf("~ template: changed (members roll out as generation %d)", templateGen+1))
+		out = append(out, "~ template: changed")
 	}
 	a, b := flatten(old), flatten(new)
 	keys := map[string]bool{}
@@ -210,8 +209,9 @@ func specDiff(old, new *pool.Spec, templateGen int64) []string {
 			out = append(out, fmt.Sprintf("~ %s: %s → %s", k, va, vb))
 		}
 	}
-	if len(out) > 0 && old.Template == new.Template && !reflect.DeepEqual(old.Ports, new.Ports) {
-		out = append(out, fmt.Sprintf("  (port changes roll out members as generation %d)", templateGen+1))
+	// The controller's own rule decides whether members roll out.
+	if pool.MembersChanged(old, new) {
+		out = append(out, fmt.Sprintf("  (members roll out as generation %d)", templateGen+1))
 	}
 	return out
 }

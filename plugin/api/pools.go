@@ -14,7 +14,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/tidepool-run/tidepool/plugin/controller"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
 	"github.com/tidepool-run/tidepool/plugin/reconcile"
@@ -289,7 +288,7 @@ func (s *Server) summary(ctx context.Context, p *pool.Pool) PoolInfo {
 		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, Members: []MemberInfo{},
 	}
 	if a := p.Spec.Autoscaling; a != nil {
-		out.Autoscaling = &AutoscalingInfo{Autoscaling: *a, Desired: controller.Target(p)}
+		out.Autoscaling = &AutoscalingInfo{Autoscaling: *a, Desired: p.Target()}
 	}
 	members, err := s.Store.ListMembers(ctx, p.ID)
 	if err != nil {

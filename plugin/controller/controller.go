@@ -236,7 +236,7 @@ func (c *Controller) Reconcile(ctx context.Context, id string) (time.Duration, e
 	}
 	act := reconcile.Plan(reconcile.Input{
 		Pool: p, Members: members, Observed: snap.Members, JobExists: snap.JobExists(),
-		Target: Target(p), InFlight: inFlight, Now: c.now(), NewID: c.newID,
+		Target: p.Target(), InFlight: inFlight, Now: c.now(), NewID: c.newID,
 	})
 	if tmpl == nil && len(act.Create) > 0 {
 		return 0, fmt.Errorf("cannot create members: the template of generation %d does not parse", p.TemplateGeneration)
@@ -260,14 +260,6 @@ const passTimeout = time.Minute
 // gateways report in-flight work.
 const drainPoll = 500 * time.Millisecond
 
-// Target is how many members a pool should run. Autoscaled pools start at
-// their initial scale until the autoscaler decides.
-func Target(p *pool.Pool) int {
-	if a := p.Spec.Autoscaling; a != nil {
-		return a.InitialScale
-	}
-	return p.Spec.DesiredCount
-}
 
 // apply writes the plan: member records, then the job, then forgotten
 // records, then the pool itself when it is gone. Each step is idempotent, so

@@ -52,6 +52,15 @@ func (p *Pool) State() State {
 	}
 }
 
+// Target is how many members the pool should run. Autoscaled pools start
+// at their initial scale until the autoscaler decides.
+func (p *Pool) Target() int {
+	if a := p.Spec.Autoscaling; a != nil {
+		return a.InitialScale
+	}
+	return p.Spec.DesiredCount
+}
+
 // JobID is the Nomad job that runs the pool's members. Owner and name keep
 // it readable in the Nomad UI; the pool id keeps it unique when a deleted
 // pool's name is reused before its job is gone.
