@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,19 +76,53 @@ type Gateway struct {
 	rates   *rates
 }
 
-// New wires a gateway over a Consul client.
+// DefaultConfig is every default of a gateway, in one place.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		HTTPAddr: "127.0.0.1:4681", Domain: "localhost", KVPrefix: "tidepool",
+		Name:            fmt.Sprintf("%s-%d", host, os.Getpid()),
+		UpstreamTimeout: 5 * time.Minute, ShutdownTimeout: 30 * time.Second,
+		MaxBatch: 100, Register: true,
+	}
+}
+
+// Validate reports every problem of a config at once.
+func (c *Config) Validate() error {
+	var problems []string
+	if c.HTTPAddr == "" {
+		problems = append(problems, "http_addr must be set")
+	}
+	if c.Domain == "" || strings.Trim(c.Domain, ".") != c.Domain {
+		problems = append(problems, "domain must be a DNS name without leading or trailing dots")
+	}
+	if c.UpstreamTimeout <= 0 || c.ShutdownTimeout <= 0 {
+		problems = append(problems, "upstream_timeout and shutdown_timeout must be positive")
+	}
+	if c.MaxBatch <= 0 {
+		problems = append(problems, "max_batch must be positive")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("invalid gateway config: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// New wires a gateway over a Consul client. Zero fields of cfg take their
+// defaults.
 func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
+	def := DefaultConfig()
 	if cfg.Domain == "" {
-		cfg.Domain = "localhost"
+		cfg.Domain = def.Domain
 	}
 	if cfg.UpstreamTimeout == 0 {
-		cfg.UpstreamTimeout = 5 * time.Minute
+		cfg.UpstreamTimeout = def.UpstreamTimeout
 	}
 	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = 30 * time.Second
+		cfg.ShutdownTimeout = def.ShutdownTimeout
 	}
 	if cfg.MaxBatch == 0 {
-		cfg.MaxBatch = 100
+		cfg.MaxBatch = def.MaxBatch
 	}
 	log = log.Named("gateway")
 	g := &Gateway{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -13,7 +14,6 @@ import (
 	"github.com/hashicorp/cli"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/hcl/v2/hclsimple"
 
 	"github.com/tidepool-run/tidepool/gateway"
 )
@@ -27,6 +27,8 @@ func (c *gatewayCommand) Synopsis() string {
 }
 
 func (c *gatewayCommand) Help() string {
+	cfg := gateway.DefaultConfig()
+	var level string
 	return strings.TrimSpace(`
 Usage: tidepool gateway [options]
 
@@ -35,24 +37,10 @@ Usage: tidepool gateway [options]
   stateless: run as many as you like. SIGINT or SIGTERM stops accepting and
   lets in-flight work finish.
 
-  Consul is reached through CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN. Each
-  flag also has a TIDEPOOL_GATEWAY_* variable and a config file key.
+  Consul is reached through CONSUL_HTTP_ADDR and CONSUL_HTTP_TOKEN. The
+  config file also takes tcp_listener { address pool port } blocks.
 
-Options:
-
-  -config=<file>           HCL config file (also takes tcp_listener blocks).
-  -http-addr=<host:port>   Listen address (default 127.0.0.1:4681).
-  -domain=<domain>         Hosts are <owner>--<pool>--<port>.<domain> (localhost).
-  -kv-prefix=<prefix>      The controllers' Consul KV prefix (tidepool).
-  -name=<name>             This gateway's name in Consul (host-pid).
-  -upstream-timeout=<d>    Longest wait for a member's response headers (5m).
-  -shutdown-timeout=<d>    How long in-flight work may finish on stop (30s).
-  -register=<bool>         Register in Consul as tidepool-gateway (true).
-  -operator-addr=<addr>    Serve /v1/routes, /v1/stats, /metrics and
-                           /v1/health here without a token (off: on
-                           -http-addr they need an admin token).
-  -log-level=<level>       trace, debug, info, warn or error (info).
-`)
+` + gatewaySettings(&cfg, &level).help())
 }
 
 // gatewayFile is the HCL shape of the gateway's -config file.
@@ -75,26 +63,56 @@ type tcpListenerFile struct {
 	Port    int    `hcl:"port"`
 }
 
-func (c *gatewayCommand) Run(args []string) int {
-	host, _ := os.Hostname()
-	cfg := gateway.Config{
-		HTTPAddr: "127.0.0.1:4681", Domain: "localhost", KVPrefix: "tidepool",
-		Name: fmt.Sprintf("%s-%d", host, os.Getpid()), UpstreamTimeout: 5 * time.Minute,
-		ShutdownTimeout: 30 * time.Second, Register: true,
+// gatewaySettings is the table of the gateway's keys, bound to cfg and
+// the log level.
+func gatewaySettings(cfg *gateway.Config, logLevel *string) settings {
+	return settings{
+		{flag: "http-addr", env: "TIDEPOOL_GATEWAY_HTTP_ADDR", file: "http_addr", def: "127.0.0.1:4681",
+			help: "Listen address for pool traffic.", set: stringSetter(&cfg.HTTPAddr), example: "127.0.0.1:9998"},
+		{flag: "domain", env: "TIDEPOOL_GATEWAY_DOMAIN", file: "domain", def: "localhost",
+			help: "Hosts are <owner>--<pool>--<port>.<domain>.", set: stringSetter(&cfg.Domain), example: "pools.example.com"},
+		{flag: "kv-prefix", env: "TIDEPOOL_KV_PREFIX", file: "kv_prefix", def: "tidepool",
+			help: "The controllers' Consul KV prefix.", set: stringSetter(&cfg.KVPrefix), example: "tp-test"},
+		{flag: "name", env: "TIDEPOOL_GATEWAY_NAME", file: "name", def: "host-pid",
+			help: "This gateway's name in Consul and stats.", set: stringSetter(&cfg.Name), example: "gw-7"},
+		{flag: "upstream-timeout", env: "TIDEPOOL_GATEWAY_UPSTREAM_TIMEOUT", file: "upstream_timeout", kind: kindDuration, def: "5m",
+			help: "Longest wait for a member's response headers.", set: durationSetter(&cfg.UpstreamTimeout), example: "42s"},
+		{flag: "shutdown-timeout", env: "TIDEPOOL_GATEWAY_SHUTDOWN_TIMEOUT", file: "shutdown_timeout", kind: kindDuration, def: "30s",
+			help: "How long in-flight work may finish on stop.", set: durationSetter(&cfg.ShutdownTimeout), example: "7s"},
+		{flag: "register", env: "TIDEPOOL_GATEWAY_REGISTER", file: "register", kind: kindBool, def: "true",
+			help: "Register in Consul as tidepool-gateway, so the leader reads this gateway's stats.", set: boolSetter(&cfg.Register), example: "false"},
+		{flag: "operator-addr", env: "TIDEPOOL_GATEWAY_OPERATOR_ADDR", file: "operator_addr", def: "off",
+			help: "Serve /v1/routes, /v1/stats, /metrics and /v1/health here without a token (on -http-addr they need an admin token).", set: stringSetter(&cfg.OperatorAddr), example: "127.0.0.1:9997"},
+		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
+			help: "trace, debug, info, warn or error.", set: stringSetter(logLevel), example: "debug"},
 	}
-	logLevel := "info"
+}
 
+// loadGatewayConfig layers the -config file at path (when set), then the
+// environment, then the flags over cfg, and validates the result.
+func loadGatewayConfig(cfg *gateway.Config, logLevel *string, path string, ss settings, fs *flag.FlagSet, values map[string]*flagValue, getenv func(string) string) error {
+	if path != "" {
+		var f gatewayFile
+		if err := decodeFile(path, &f); err != nil {
+			return err
+		}
+		if err := f.apply(cfg, logLevel); err != nil {
+			return fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := ss.load(fs, values, getenv); err != nil {
+		return err
+	}
+	return cfg.Validate()
+}
+
+func (c *gatewayCommand) Run(args []string) int {
+	cfg := gateway.DefaultConfig()
+	logLevel := "info"
+	ss := gatewaySettings(&cfg, &logLevel)
 	fs := newFlagSet("gateway", c.ui, c.Help)
-	config := fs.String("config", "", "")
-	httpAddr := fs.String("http-addr", "", "")
-	domain := fs.String("domain", "", "")
-	kvPrefix := fs.String("kv-prefix", "", "")
-	name := fs.String("name", "", "")
-	upstream := fs.Duration("upstream-timeout", 0, "")
-	shutdown := fs.Duration("shutdown-timeout", 0, "")
-	register := fs.Bool("register", true, "")
-	operatorAddr := fs.String("operator-addr", "", "")
-	level := fs.String("log-level", "", "")
+	path := fs.String("config", "", "HCL config file")
+	values := ss.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -102,51 +120,8 @@ func (c *gatewayCommand) Run(args []string) int {
 		c.ui.Error("gateway takes no arguments\n\n" + c.Help())
 		return exitUsage
 	}
-
-	if *config != "" {
-		var f gatewayFile
-		if err := hclsimple.DecodeFile(*config, nil, &f); err != nil {
-			c.ui.Error("config: " + err.Error())
-			return exitError
-		}
-		if err := f.apply(&cfg, &logLevel); err != nil {
-			c.ui.Error(fmt.Sprintf("config %s: %v", *config, err))
-			return exitError
-		}
-	}
-	for key, dst := range map[string]*string{
-		"TIDEPOOL_GATEWAY_HTTP_ADDR": &cfg.HTTPAddr, "TIDEPOOL_GATEWAY_DOMAIN": &cfg.Domain,
-		"TIDEPOOL_KV_PREFIX": &cfg.KVPrefix, "TIDEPOOL_GATEWAY_NAME": &cfg.Name, "TIDEPOOL_LOG_LEVEL": &logLevel,
-		"TIDEPOOL_GATEWAY_OPERATOR_ADDR": &cfg.OperatorAddr,
-	} {
-		if v := os.Getenv(key); v != "" {
-			*dst = v
-		}
-	}
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "http-addr":
-			cfg.HTTPAddr = *httpAddr
-		case "domain":
-			cfg.Domain = *domain
-		case "kv-prefix":
-			cfg.KVPrefix = *kvPrefix
-		case "name":
-			cfg.Name = *name
-		case "upstream-timeout":
-			cfg.UpstreamTimeout = *upstream
-		case "shutdown-timeout":
-			cfg.ShutdownTimeout = *shutdown
-		case "register":
-			cfg.Register = *register
-		case "operator-addr":
-			cfg.OperatorAddr = *operatorAddr
-		case "log-level":
-			logLevel = *level
-		}
-	})
-	if cfg.UpstreamTimeout <= 0 || cfg.ShutdownTimeout <= 0 {
-		c.ui.Error("upstream_timeout and shutdown_timeout must be positive")
+	if err := loadGatewayConfig(&cfg, &logLevel, *path, ss, fs, values, os.Getenv); err != nil {
+		c.ui.Error(err.Error())
 		return exitError
 	}
 
@@ -173,18 +148,23 @@ func (f *gatewayFile) apply(cfg *gateway.Config, logLevel *string) error {
 	assign(&cfg.Register, f.Register)
 	assign(&cfg.OperatorAddr, f.OperatorAddr)
 	assign(logLevel, f.LogLevel)
+	var errs []string
 	for name, pair := range map[string]struct {
 		dst *time.Duration
 		v   *string
 	}{"upstream_timeout": {&cfg.UpstreamTimeout, f.UpstreamTimeout}, "shutdown_timeout": {&cfg.ShutdownTimeout, f.ShutdownTimeout}} {
 		if pair.v != nil {
 			if err := durationSetter(pair.dst)(*pair.v); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+				errs = append(errs, name+": "+err.Error())
 			}
 		}
 	}
 	for _, l := range f.TCPListeners {
 		cfg.TCPListeners = append(cfg.TCPListeners, gateway.TCPListener{Address: l.Address, Pool: l.Pool, Port: l.Port})
+	}
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
 }

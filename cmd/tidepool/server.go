@@ -35,6 +35,7 @@ func (c *serverCommand) Synopsis() string {
 }
 
 func (c *serverCommand) Help() string {
+	cfg := defaultServerConfig()
 	return strings.TrimSpace(`
 Usage: tidepool server [options]
 
@@ -43,29 +44,19 @@ Usage: tidepool server [options]
   SIGTERM stops it and releases the lock, so a standby takes over at once.
 
   Consul and Nomad are reached through CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
-  NOMAD_ADDR, NOMAD_TOKEN, NOMAD_NAMESPACE and NOMAD_REGION. Each flag also
-  has a TIDEPOOL_* variable (TIDEPOOL_HTTP_ADDR, ...) and a config file key.
+  NOMAD_ADDR, NOMAD_TOKEN, NOMAD_NAMESPACE and NOMAD_REGION. The config file
+  also takes limits { max_desired_count } and an autoscaler {} block with
+  server-wide autoscaling defaults (see README).
 
-Options:
-
-  -config=<file>          HCL config file.
-  -http-addr=<host:port>  API listen address (default 127.0.0.1:4680).
-  -name=<name>            Node name in the leader lock (default host-pid).
-  -kv-prefix=<prefix>     Consul KV prefix (default tidepool).
-  -sweep-interval=<d>     Reconcile every pool at least this often (15s).
-  -session-ttl=<d>        Leader session TTL (15s).
-  -lock-delay=<d>         Lock-delay after a leader dies (15s).
-  -allowed-drivers=<list> Task drivers templates may use, comma-separated
-                          (docker,podman,exec,java; raw_exec only where
-                          every tenant is trusted).
-  -log-level=<level>      trace, debug, info, warn or error (info).
-`)
+` + cfg.settings().help())
 }
 
 func (c *serverCommand) Run(args []string) int {
+	cfg := defaultServerConfig()
+	ss := cfg.settings()
 	fs := newFlagSet("server", c.ui, c.Help)
-	var f serverFlags
-	f.bind(fs)
+	path := fs.String("config", "", "HCL config file")
+	values := ss.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -73,8 +64,7 @@ func (c *serverCommand) Run(args []string) int {
 		c.ui.Error("server takes no arguments\n\n" + c.Help())
 		return exitUsage
 	}
-	cfg, err := loadServerConfig(fs, &f, os.Getenv)
-	if err != nil {
+	if err := cfg.load(*path, ss, fs, values, os.Getenv); err != nil {
 		c.ui.Error(err.Error())
 		return exitError
 	}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
-	"github.com/hashicorp/hcl/v2/hclsimple"
 
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
@@ -80,87 +79,44 @@ type autoscalerFile struct {
 	Defaults              hcl.Body `hcl:",remain"`
 }
 
-// serverFlags binds the flags of `tidepool server`.
-type serverFlags struct {
-	config, httpAddr, name, kvPrefix, logLevel, drivers string
-	sweep, ttl, lockDelay                               time.Duration
-}
-
-func (f *serverFlags) bind(fs *flag.FlagSet) {
-	fs.StringVar(&f.config, "config", "", "HCL config file")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "API listen address (default 127.0.0.1:4680)")
-	fs.StringVar(&f.name, "name", "", "node name in the leader lock (default host-pid)")
-	fs.StringVar(&f.kvPrefix, "kv-prefix", "", "Consul KV prefix (default tidepool)")
-	fs.StringVar(&f.logLevel, "log-level", "", "trace, debug, info, warn or error")
-	fs.DurationVar(&f.sweep, "sweep-interval", 0, "reconcile every pool at least this often (default 15s)")
-	fs.DurationVar(&f.ttl, "session-ttl", 0, "leader session TTL, 10s..24h (default 15s)")
-	fs.DurationVar(&f.lockDelay, "lock-delay", 0, "leader lock-delay after a leader dies (default 15s)")
-	fs.StringVar(&f.drivers, "allowed-drivers", "", "comma-separated task drivers templates may use (default docker,podman,exec,java)")
-}
-
-func driverList(v string) []string {
-	var out []string
-	for d := range strings.SplitSeq(v, ",") {
-		if d = strings.TrimSpace(d); d != "" {
-			out = append(out, d)
-		}
+// settings is the table of the server's keys, bound to c.
+func (c *serverConfig) settings() settings {
+	return settings{
+		{flag: "http-addr", env: "TIDEPOOL_HTTP_ADDR", file: "http_addr", def: "127.0.0.1:4680",
+			help: "API listen address.", set: stringSetter(&c.HTTPAddr), example: "127.0.0.1:9999"},
+		{flag: "name", env: "TIDEPOOL_NAME", file: "name", def: "host-pid",
+			help: "Node name in the leader lock.", set: stringSetter(&c.Name), example: "ctl-7"},
+		{flag: "kv-prefix", env: "TIDEPOOL_KV_PREFIX", file: "kv_prefix", def: store.DefaultPrefix,
+			help: "Consul KV prefix.", set: stringSetter(&c.KVPrefix), example: "tp-test"},
+		{flag: "sweep-interval", env: "TIDEPOOL_SWEEP_INTERVAL", file: "sweep_interval", kind: kindDuration, def: "15s",
+			help: "Reconcile every pool at least this often.", set: durationSetter(&c.SweepInterval), example: "7s"},
+		{flag: "session-ttl", env: "TIDEPOOL_SESSION_TTL", file: "leader.session_ttl", kind: kindDuration, def: "15s",
+			help: "Leader session TTL, 10s..24h.", set: durationSetter(&c.SessionTTL), example: "11s"},
+		{flag: "lock-delay", env: "TIDEPOOL_LOCK_DELAY", file: "leader.lock_delay", kind: kindDuration, def: "15s",
+			help: "Lock-delay after a leader dies, 0s..1m.", set: durationSetter(&c.LockDelay), example: "3s"},
+		{flag: "allowed-drivers", env: "TIDEPOOL_ALLOWED_DRIVERS", file: "limits.allowed_drivers", kind: kindList, def: strings.Join(nomadjob.DefaultAllowedDrivers, ","),
+			help: "Task drivers pool templates may use; raw_exec only where every tenant is trusted.", set: listSetter(&c.Templates.AllowedDrivers), example: "raw_exec,exec"},
+		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
+			help: "trace, debug, info, warn or error.", set: stringSetter(&c.LogLevel), example: "debug"},
 	}
-	return out
 }
 
-// loadServerConfig layers file, environment and flags over the defaults.
-func loadServerConfig(fs *flag.FlagSet, f *serverFlags, getenv func(string) string) (serverConfig, error) {
-	cfg := defaultServerConfig()
-	if f.config != "" {
+// load layers the -config file at path (when set), then the environment,
+// then the flags over c, and validates the result.
+func (c *serverConfig) load(path string, ss settings, fs *flag.FlagSet, values map[string]*flagValue, getenv func(string) string) error {
+	if path != "" {
 		var file serverFile
-		if err := hclsimple.DecodeFile(f.config, nil, &file); err != nil {
-			return cfg, fmt.Errorf("config: %w", err)
+		if err := decodeFile(path, &file); err != nil {
+			return err
 		}
-		if err := file.apply(&cfg); err != nil {
-			return cfg, fmt.Errorf("config %s: %w", f.config, err)
-		}
-	}
-	env := map[string]func(string) error{
-		"TIDEPOOL_HTTP_ADDR":      func(v string) error { cfg.HTTPAddr = v; return nil },
-		"TIDEPOOL_NAME":           func(v string) error { cfg.Name = v; return nil },
-		"TIDEPOOL_KV_PREFIX":      func(v string) error { cfg.KVPrefix = v; return nil },
-		"TIDEPOOL_LOG_LEVEL":      func(v string) error { cfg.LogLevel = v; return nil },
-		"TIDEPOOL_SWEEP_INTERVAL": durationSetter(&cfg.SweepInterval),
-		"TIDEPOOL_SESSION_TTL":    durationSetter(&cfg.SessionTTL),
-		"TIDEPOOL_LOCK_DELAY":     durationSetter(&cfg.LockDelay),
-		"TIDEPOOL_ALLOWED_DRIVERS": func(v string) error {
-			cfg.Templates.AllowedDrivers = driverList(v)
-			return nil
-		},
-	}
-	for key, set := range env {
-		if v := getenv(key); v != "" {
-			if err := set(v); err != nil {
-				return cfg, fmt.Errorf("%s: %w", key, err)
-			}
+		if err := file.apply(c); err != nil {
+			return fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	fs.Visit(func(fl *flag.Flag) {
-		switch fl.Name {
-		case "http-addr":
-			cfg.HTTPAddr = f.httpAddr
-		case "name":
-			cfg.Name = f.name
-		case "kv-prefix":
-			cfg.KVPrefix = f.kvPrefix
-		case "log-level":
-			cfg.LogLevel = f.logLevel
-		case "sweep-interval":
-			cfg.SweepInterval = f.sweep
-		case "session-ttl":
-			cfg.SessionTTL = f.ttl
-		case "lock-delay":
-			cfg.LockDelay = f.lockDelay
-		case "allowed-drivers":
-			cfg.Templates.AllowedDrivers = driverList(f.drivers)
-		}
-	})
-	return cfg, cfg.validate()
+	if err := ss.load(fs, values, getenv); err != nil {
+		return err
+	}
+	return c.validate()
 }
 
 func (c *serverConfig) validate() error {
@@ -184,17 +140,6 @@ func (c *serverConfig) validate() error {
 		return fmt.Errorf("invalid server config: %s", strings.Join(problems, "; "))
 	}
 	return nil
-}
-
-func durationSetter(dst *time.Duration) func(string) error {
-	return func(v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("%q is not a duration", v)
-		}
-		*dst = d
-		return nil
-	}
 }
 
 func (file *serverFile) apply(cfg *serverConfig) error {
@@ -251,10 +196,4 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-func assign[T any](dst *T, v *T) {
-	if v != nil {
-		*dst = *v
-	}
 }

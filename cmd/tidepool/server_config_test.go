@@ -11,20 +11,28 @@ import (
 
 func loadWith(t *testing.T, file string, env map[string]string, args ...string) (serverConfig, error) {
 	t.Helper()
+	cfg := defaultServerConfig()
+	ss := cfg.settings()
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	var f serverFlags
-	f.bind(fs)
-	if file != "" {
-		path := filepath.Join(t.TempDir(), "server.hcl")
-		if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		args = append([]string{"-config", path}, args...)
-	}
+	values := ss.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
-	return loadServerConfig(fs, &f, func(k string) string { return env[k] })
+	err := cfg.load(writeConfig(t, file), ss, fs, values, func(k string) string { return env[k] })
+	return cfg, err
+}
+
+// writeConfig writes a config file and returns its path ("" for none).
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	if text == "" {
+		return ""
+	}
+	path := filepath.Join(t.TempDir(), "config.hcl")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 func TestLoadServerConfig_Precedence(t *testing.T) {
