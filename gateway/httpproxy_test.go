@@ -240,7 +240,7 @@ func TestServeHost_ReleasesTheMemberOnCancelAndPanic(t *testing.T) {
 
 	func() {
 		defer func() {
-			if r := recover(); r != http.ErrAbortHandler {
+			if r, _ := recover().(error); !errors.Is(r, http.ErrAbortHandler) {
 				t.Fatalf("recovered %v, want http.ErrAbortHandler", r)
 			}
 		}()

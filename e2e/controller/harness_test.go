@@ -101,7 +101,7 @@ func (e *env) members(id string) map[string]*pool.Member {
 
 // passing maps member → address of the pool's passing services.
 func (e *env) passing(ctx context.Context, id string) (map[string]string, error) {
-	entries, _, err := e.c.Consul.Health().ServiceMultipleTags("tp-echo", []string{nomadjob.PoolTag(id)}, true, (&consulapi.QueryOptions{}).WithContext(ctx))
+	entries, _, err := e.c.Consul.Health().ServiceMultipleTags("tp-echo", []string{pool.SelectorTag(id)}, true, (&consulapi.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, err
 	}

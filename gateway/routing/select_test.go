@@ -15,7 +15,7 @@ import (
 func twoPools(t interface {
 	Helper()
 	Fatalf(string, ...any)
-}, n, cc int) (*Table, []*Route) {
+}, n, cc int) []*Route {
 	t.Helper()
 	s := Snapshot{}
 	for i, id := range []string{"p-a", "p-b"} {
@@ -37,7 +37,7 @@ func twoPools(t interface {
 	if len(routes) != 2 {
 		t.Fatalf("routes for search: %d, want 2", len(routes))
 	}
-	return tb, routes
+	return routes
 }
 
 // owns reports whether b is one of r's backends.
@@ -54,7 +54,7 @@ func TestAcquire_LeastInFlightNeverCrossesPools(t *testing.T) {
 	// Every backend idle: all tie. The old PickLeast returned the first
 	// route with a backend of another, sending a call to one pool's
 	// member on another pool's method path.
-	_, routes := twoPools(t, 2, 0)
+	routes := twoPools(t, 2, 0)
 	byPool := map[string]int{}
 	for range 200 {
 		l, ok := Acquire(routes, LeastInFlight, Method, nil)
@@ -73,7 +73,7 @@ func TestAcquire_LeastInFlightNeverCrossesPools(t *testing.T) {
 }
 
 func TestAcquire_LeastInFlightPicksTheIdlest(t *testing.T) {
-	_, routes := twoPools(t, 1, 0)
+	routes := twoPools(t, 1, 0)
 	busy, _ := Acquire(routes[:1], LeastInFlight, Method, nil)
 	for range 20 {
 		l, _ := Acquire(routes, LeastInFlight, Method, nil)
@@ -88,7 +88,7 @@ func TestAcquire_LeastInFlightPicksTheIdlest(t *testing.T) {
 func TestAcquire_HonoursContainerConcurrency(t *testing.T) {
 	for _, policy := range []Policy{RoundRobin, LeastInFlight} {
 		t.Run(fmt.Sprint(policy), func(t *testing.T) {
-			_, routes := twoPools(t, 2, 1)
+			routes := twoPools(t, 2, 1)
 			var held []Lease
 			for range 4 {
 				l, ok := Acquire(routes, policy, HTTP, nil)
@@ -137,7 +137,7 @@ func TestAcquire_RoundRobinSkipsTried(t *testing.T) {
 }
 
 func TestAcquire_ConcurrentNeverOverfills(t *testing.T) {
-	_, routes := twoPools(t, 2, 3)
+	routes := twoPools(t, 2, 3)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	peak := map[*Backend]int64{}
@@ -170,7 +170,7 @@ func TestAcquire_ConcurrentNeverOverfills(t *testing.T) {
 func TestAcquire_Properties(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		cc := rapid.IntRange(0, 3).Draw(t, "container_concurrency")
-		_, routes := twoPools(t, rapid.IntRange(1, 3).Draw(t, "members"), cc)
+		routes := twoPools(t, rapid.IntRange(1, 3).Draw(t, "members"), cc)
 		var held []Lease
 		for range rapid.IntRange(1, 60).Draw(t, "steps") {
 			if len(held) > 0 && rapid.Bool().Draw(t, "release") {

@@ -260,7 +260,6 @@ const passTimeout = time.Minute
 // gateways report in-flight work.
 const drainPoll = 500 * time.Millisecond
 
-
 // apply writes the plan: member records, then the job, then forgotten
 // records, then the pool itself when it is gone. Each step is idempotent, so
 // a pass cut short by lost leadership is finished by the next leader.

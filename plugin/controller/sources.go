@@ -101,7 +101,7 @@ func ConsulHealth(h HealthState, retry time.Duration, log hclog.Logger) Source {
 
 func poolOf(tags []string) string {
 	for _, t := range tags {
-		if id, ok := pool.ParsePoolTag(t); ok {
+		if id, ok := pool.ParseSelectorTag(t); ok {
 			return id
 		}
 	}

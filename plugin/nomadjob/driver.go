@@ -134,7 +134,7 @@ func (d *Driver) Observe(ctx context.Context, p *pool.Pool) (*Snapshot, error) {
 		}
 		cq := (&consulapi.QueryOptions{}).WithContext(ctx)
 		for _, name := range serviceNames(snap.Job) {
-			entries, _, err := d.health.ServiceMultipleTags(name, []string{PoolTag(p.ID)}, false, cq)
+			entries, _, err := d.health.ServiceMultipleTags(name, []string{pool.SelectorTag(p.ID)}, false, cq)
 			if err != nil {
 				return nil, fmt.Errorf("read health of %s: %w", name, err)
 			}

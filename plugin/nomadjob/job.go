@@ -36,9 +36,6 @@ const (
 // this pool; it is never touched.
 var ErrNotOwned = errors.New("job exists and is not managed by tidepool for this pool")
 
-// PoolTag is the service tag that selects one pool's members in Consul.
-func PoolTag(poolID string) string { return pool.PoolTag(poolID) }
-
 // Owned reports whether job was created by Tidepool for pool id.
 func Owned(job *api.Job, poolID string) bool {
 	return job.Meta[MetaManaged] == "true" && job.Meta[MetaPoolID] == poolID
@@ -146,7 +143,7 @@ func Stamp(p *pool.Pool, tmpl *api.Job, m *pool.Member) *api.TaskGroup {
 	tg.Meta[MetaGeneration] = strconv.FormatInt(m.Generation, 10)
 	tg.Meta[MetaPoolID] = p.ID
 	for _, s := range groupServices(tg) {
-		s.Tags = append(s.Tags, TagTidepool, "member="+m.ID, PoolTag(p.ID), "port="+s.PortLabel)
+		s.Tags = append(s.Tags, TagTidepool, "member="+m.ID, pool.SelectorTag(p.ID), "port="+s.PortLabel)
 		if s.Meta == nil {
 			s.Meta = map[string]string{}
 		}

@@ -11,11 +11,11 @@ const (
 	ServiceMetaPort   = "tidepool_port"
 )
 
-// PoolTag is the service tag that selects one pool's members in Consul.
-func PoolTag(poolID string) string { return poolTagPrefix + poolID }
+// SelectorTag is the service tag that selects one pool's members in Consul.
+func SelectorTag(poolID string) string { return poolTagPrefix + poolID }
 
-// ParsePoolTag returns the pool id a PoolTag names.
-func ParsePoolTag(tag string) (string, bool) {
+// ParseSelectorTag returns the pool id a SelectorTag names.
+func ParseSelectorTag(tag string) (string, bool) {
 	id, ok := strings.CutPrefix(tag, poolTagPrefix)
 	return id, ok && id != ""
 }
