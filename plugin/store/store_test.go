@@ -256,3 +256,28 @@ func TestStore_ListPoolsBlocksUntilChange(t *testing.T) {
 		t.Fatal("watch did not wake on a change")
 	}
 }
+
+func TestStore_GatewayKeyIsCreatedOnceForEveryone(t *testing.T) {
+	c := cluster.New(t, cluster.Config{Name: "store-key", ConsulOnly: true})
+	stores := []*Store{New(c.Consul, "tp-key"), New(c.Consul, "tp-key"), New(c.Consul, "tp-key")}
+	keys := make([][]byte, len(stores)*4)
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			k, err := stores[i%len(stores)].GatewayKey(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			keys[i] = k
+		})
+	}
+	wg.Wait()
+	for _, k := range keys {
+		if len(k) != 32 || string(k) != string(keys[0]) {
+			t.Fatalf("controllers disagree on the gateway key: %x vs %x", k, keys[0])
+		}
+	}
+	if other, err := New(c.Consul, "tp-other").GatewayKey(context.Background()); err != nil || string(other) == string(keys[0]) {
+		t.Fatalf("another prefix shares the key (%v)", err)
+	}
+}
