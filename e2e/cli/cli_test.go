@@ -83,9 +83,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
 	c := cluster.New(t, cluster.Config{Name: "cli"})
 	testutil.HoldDrains(t, c.Consul) // so status can show each drain phase
-	e.addr = testutil.FreeAddr(t)
-	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-http-addr", e.addr, "-allowed-drivers", "raw_exec", "-session-ttl", "10s", "-lock-delay", "1s")
-	testutil.WaitHealthy(t, e.addr)
+	e.addr, _ = testutil.StartServer(t, e.bin, c.Env())
 
 	var boot api.TokenInfo
 	if err := json.Unmarshal([]byte(e.ok("token", "bootstrap", "-json")), &boot); err != nil || boot.Token == "" {

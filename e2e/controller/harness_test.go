@@ -18,7 +18,6 @@ import (
 
 	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
-	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/store"
 )
@@ -49,11 +48,7 @@ func newEnv(t *testing.T) *env {
 // startServer runs `tidepool server` against the cluster.
 func (e *env) startServer(name string) *testutil.Process {
 	e.t.Helper()
-	addr := testutil.FreeAddr(e.t)
-	p := testutil.StartProcess(e.t, name, e.tidepool, e.c.Env(),
-		"server", "-http-addr", addr, "-name", name, "-allowed-drivers", "raw_exec", "-kv-prefix", kvPrefix,
-		"-session-ttl", "10s", "-lock-delay", "1s", "-sweep-interval", "15s", "-log-level", "debug")
-	testutil.WaitHealthy(e.t, addr)
+	_, p := testutil.StartServer(e.t, e.tidepool, e.c.Env(), "-name", name, "-kv-prefix", kvPrefix, "-sweep-interval", "15s", "-log-level", "debug")
 	return p
 }
 
@@ -101,15 +96,7 @@ func (e *env) members(id string) map[string]*pool.Member {
 
 // passing maps member → address of the pool's passing services.
 func (e *env) passing(ctx context.Context, id string) (map[string]string, error) {
-	entries, _, err := e.c.Consul.Health().ServiceMultipleTags("tp-echo", []string{pool.SelectorTag(id)}, true, (&consulapi.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, en := range entries {
-		out[en.Service.Meta[nomadjob.MetaMember]] = fmt.Sprintf("%s:%d", en.Service.Address, en.Service.Port)
-	}
-	return out, nil
+	return testutil.Passing(ctx, e.c.Consul, "tp-echo", pool.SelectorTag(id))
 }
 
 // waitRunning waits for n members in phase running, all passing in Consul.

@@ -37,24 +37,12 @@ func newEnv(t *testing.T, gatewayArgs ...string) *env {
 	t.Helper()
 	e := &env{
 		t: t, tidepool: testutil.BuildBinary(t, "./cmd/tidepool"), echo: testutil.BuildBinary(t, "./cmd/tidepool-echo"),
-		apiAddr: testutil.FreeAddr(t), gwAddr: testutil.FreeAddr(t),
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 100}},
 	}
 	e.c = cluster.New(t, cluster.Config{Name: "gw"})
-	testutil.StartProcess(t, "server", e.tidepool, e.c.Env(), "server", "-http-addr", e.apiAddr, "-allowed-drivers", "raw_exec",
-		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
-	testutil.WaitHealthy(t, e.apiAddr)
-	e.gateway = testutil.StartProcess(t, "gateway", e.tidepool, e.c.Env(),
-		append([]string{"gateway", "-http-addr", e.gwAddr, "-name", "gw-test", "-log-level", "debug"}, gatewayArgs...)...)
-	testutil.WaitHealthy(t, e.gwAddr)
-
-	anon, _ := client.New(e.apiAddr, "")
-	boot, err := anon.Bootstrap(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.token = boot.Token
-	e.api, _ = client.New(e.apiAddr, e.token)
+	e.apiAddr, _ = testutil.StartServer(t, e.tidepool, e.c.Env(), "-log-level", "debug")
+	e.gwAddr, e.gateway = testutil.StartGateway(t, e.tidepool, e.c.Env(), append([]string{"-name", "gw-test", "-log-level", "debug"}, gatewayArgs...)...)
+	e.token, e.api = testutil.Bootstrap(t, e.apiAddr)
 	return e
 }
 

@@ -106,9 +106,7 @@ func TestIsolation_CollidingMemberIDsReachOnlyTheirOwnPool(t *testing.T) {
 	tidepool := testutil.BuildBinary(t, "./cmd/tidepool")
 	st := store.New(c.Consul, "")
 	runController(t, c, st, cyclingIDs("m-00000000000000aa", "m-00000000000000bb", "m-00000000000000cc"))
-	gwAddr := testutil.FreeAddr(t)
-	testutil.StartProcess(t, "gateway", tidepool, c.Env(), "gateway", "-http-addr", gwAddr, "-name", "gw-iso")
-	testutil.WaitHealthy(t, gwAddr)
+	gwAddr, _ := testutil.StartGateway(t, tidepool, c.Env(), "-name", "gw-iso")
 
 	jobOf := map[string]string{} // owner → Nomad job id
 	for _, owner := range []string{"alice", "bob"} {
@@ -205,21 +203,12 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T, name string) *apiEnv {
 	t.Helper()
-	e := &apiEnv{echo: testutil.BuildBinary(t, "./cmd/tidepool-echo"), addr: testutil.FreeAddr(t), gwAddr: testutil.FreeAddr(t)}
+	e := &apiEnv{echo: testutil.BuildBinary(t, "./cmd/tidepool-echo")}
 	tidepool := testutil.BuildBinary(t, "./cmd/tidepool")
 	e.c = cluster.New(t, cluster.Config{Name: name})
-	testutil.StartProcess(t, "server", tidepool, e.c.Env(), "server", "-http-addr", e.addr, "-allowed-drivers", "raw_exec",
-		"-session-ttl", "10s", "-lock-delay", "1s")
-	testutil.WaitHealthy(t, e.addr)
-	testutil.StartProcess(t, "gateway", tidepool, e.c.Env(), "gateway", "-http-addr", e.gwAddr, "-name", "gw-"+name)
-	testutil.WaitHealthy(t, e.gwAddr)
-	anon, _ := client.New(e.addr, "")
-	boot, err := anon.Bootstrap(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.token = boot.Token
-	e.admin, _ = client.New(e.addr, e.token)
+	e.addr, _ = testutil.StartServer(t, tidepool, e.c.Env())
+	e.gwAddr, _ = testutil.StartGateway(t, tidepool, e.c.Env(), "-name", "gw-"+name)
+	e.token, e.admin = testutil.Bootstrap(t, e.addr)
 	return e
 }
 

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
 	"github.com/tidepool-run/tidepool/e2e/cluster"
@@ -162,15 +161,7 @@ func echoJob(id, echoBin string, members ...string) *nomadapi.Job {
 
 // passing maps member → address for the passing instances of the service.
 func passing(ctx context.Context, c *cluster.Cluster) (map[string]string, error) {
-	entries, _, err := c.Consul.Health().Service(service, "", true, (&consulapi.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]string, len(entries))
-	for _, e := range entries {
-		out[e.Service.Meta["member"]] = fmt.Sprintf("%s:%d", e.Service.Address, e.Service.Port)
-	}
-	return out, nil
+	return testutil.Passing(ctx, c.Consul, service)
 }
 
 // runningAlloc waits for the group's running allocation: Nomad's client
