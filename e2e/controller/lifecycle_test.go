@@ -220,13 +220,16 @@ func TestPool_StopStartDelete(t *testing.T) {
 		}
 		return nil
 	})
-	time.Sleep(3 * time.Second) // past the grace period: still nothing deleted
-	if got := keys(e.members(p.ID)); !slices.Equal(got, original) {
-		t.Fatalf("members %v after stop, want %v", got, original)
-	}
-	if n := len(e.job(p).TaskGroups); n != 2 {
-		t.Fatalf("%d task groups after stop, want 2", n)
-	}
+	// Past the grace period, still nothing is deleted.
+	testutil.Never(t, 3*time.Second, 200*time.Millisecond, "a stopped pool lost members", func(context.Context) error {
+		if got := keys(e.members(p.ID)); !slices.Equal(got, original) {
+			return fmt.Errorf("members %v after stop, want %v", got, original)
+		}
+		if n := len(e.job(p).TaskGroups); n != 2 {
+			return fmt.Errorf("%d task groups after stop, want 2", n)
+		}
+		return nil
+	})
 
 	ctx := context.Background()
 	active, _ := e.store.GetPool(ctx, p.ID)

@@ -87,6 +87,35 @@ func basicSpec(count int, timeout, grace time.Duration, tmpl string) pool.Spec {
 	}
 }
 
+// waitInFlight waits until the gateway reports at least n requests in
+// flight for the pool (its /v1/stats, read with the admin token).
+func (e *env) waitInFlight(poolID string, n int64) {
+	e.t.Helper()
+	testutil.Eventually(e.t, 10*time.Second, 10*time.Millisecond, fmt.Sprintf("%d requests in flight", n), func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.gwAddr+"/v1/stats", nil)
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		resp, err := e.http.Do(req)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var st pool.GatewayStats
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return err
+		}
+		var got int64
+		for _, m := range st.Members {
+			if m.PoolID == poolID {
+				got += m.HTTPInFlight
+			}
+		}
+		if got < n {
+			return fmt.Errorf("%d in flight", got)
+		}
+		return nil
+	})
+}
+
 // get sends a request through the gateway for host label owner--pool--port.
 func (e *env) get(host, path string, header http.Header) (int, []byte, error) {
 	req, err := http.NewRequest(http.MethodGet, "http://"+e.gwAddr+path, nil)

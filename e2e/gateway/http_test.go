@@ -113,7 +113,7 @@ func TestGateway_LongRequestSurvivesDrain(t *testing.T) {
 		status, body, err := e.get(host, "/sleep?ms=15000", nil)
 		long <- result{status, memberOf(body), err}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	e.waitInFlight(info.PoolID, 1)
 
 	spec.Template += "\n# v2\n"
 	if _, err := e.api.UpdatePool(context.Background(), info.PoolID, &spec, 0); err != nil {
@@ -279,7 +279,7 @@ func TestGateway_ServesThroughConsulOutage(t *testing.T) {
 // request finish.
 func TestGateway_StreamsAndShutsDownGracefully(t *testing.T) {
 	e := newEnv(t)
-	e.createPool(basicSpec(1, 5*time.Second, 5*time.Second, e.template("http")), 1)
+	info := e.createPool(basicSpec(1, 5*time.Second, 5*time.Second, e.template("http")), 1)
 
 	req, _ := http.NewRequest(http.MethodGet, "http://"+e.gwAddr+"/sse?n=2&interval_ms=3000", nil)
 	req.Host = host + ".localhost"
@@ -306,7 +306,7 @@ func TestGateway_StreamsAndShutsDownGracefully(t *testing.T) {
 		status, _, err := e.get(host, "/sleep?ms=2000", nil)
 		inflight <- result{status, err}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	e.waitInFlight(info.PoolID, 1)
 	if err := e.gateway.Stop(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}

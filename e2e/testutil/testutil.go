@@ -69,6 +69,27 @@ func Eventually(t testing.TB, timeout, interval time.Duration, what string, cond
 	}
 }
 
+// Never calls check every interval for the whole of within, failing the
+// test as soon as check returns an error: the way to say "nothing happens
+// in this window" without a bare sleep.
+func Never(t testing.TB, within, interval time.Duration, what string, check func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if err := check(ctx); err != nil && ctx.Err() == nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // FreeAddr returns a loopback address with a port free right now.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
