@@ -241,15 +241,3 @@ func clone[T any](v *T) *T {
 	}
 	return out
 }
-
-// ServiceForPort names the template's service for a port label, or "".
-func ServiceForPort(tmpl *api.Job, label string) string {
-	for _, tg := range tmpl.TaskGroups {
-		for _, s := range groupServices(tg) {
-			if s.PortLabel == label {
-				return s.Name
-			}
-		}
-	}
-	return ""
-}
