@@ -118,16 +118,17 @@ type Observed struct {
 // order (README.md has the diagram):
 //
 //  1. averages of the metric over the stable and panic windows;
-//  2. per window, desired = ceil(average / (target × utilization)),
-//     rate-limited relative to the ready members, at least
-//     activation_scale if not zero;
+//  2. per window, desired = ceil(average / (target × utilization)); if
+//     not zero, rate-limited relative to the ready members and at least
+//     activation_scale;
 //  3. panic mode: entered at panic desired / ready ≥ threshold, left a
 //     stable window after the last tick over it; while in it the larger of
 //     both windows, never less than before;
 //  4. scale-down delay: the largest decision of the trailing delay;
 //  5. missing data: never below Current;
-//  6. zero only after a whole stable window plus the grace period observed
-//     without traffic, and never with a request held;
+//  6. from a non-zero count, zero only after a whole stable window plus
+//     the grace period observed without traffic and with nothing held;
+//     until then the rate-limited minimum;
 //  7. a held request with no ready member: at least
 //     max(activation_scale, min_scale, 1), at once;
 //  8. activation_scale as the floor of any non-zero count, initial_scale
@@ -162,8 +163,8 @@ func (d *Decider) Decide(now time.Time, in Input) Decision {
 	stablePods, panicPods := podsFor(stable, perMember), podsFor(panicAvg, perMember)
 	maxUp := int(math.Min(math.Ceil(d.cfg.MaxScaleUpRate*ready), math.MaxInt32))
 	maxDown := int(math.Floor(ready / d.cfg.MaxScaleDownRate))
-	dec.StableDesired = activate(clamp(stablePods, maxDown, maxUp), stablePods, spec)
-	dec.PanicDesired = activate(clamp(panicPods, maxDown, maxUp), panicPods, spec)
+	dec.StableDesired = limit(stablePods, maxDown, maxUp, spec)
+	dec.PanicDesired = limit(panicPods, maxDown, maxUp, spec)
 
 	// 3. Panic mode. An empty window says nothing about the threshold, so
 	// it neither starts nor ends a panic.
@@ -195,7 +196,7 @@ func (d *Decider) Decide(now time.Time, in Input) Decision {
 	// plus grace. A pool already at zero stays there: that is no
 	// scale-down, and a new leader must not wake idle pools.
 	if desired == 0 && in.Current > 0 && !d.zeroAllowed(now, zeroSpan, in.Held) {
-		desired = 1
+		desired = max(1, maxDown)
 	}
 
 	// 7. Demand at zero.
@@ -247,14 +248,18 @@ func (d *Decider) updatePanic(now time.Time, over bool, stableWin time.Duration,
 	}
 }
 
-// activate raises a non-zero window's count to activation_scale, as KPA
-// does, so the panic threshold and the delay see the count the pool will
-// really get.
-func activate(n, raw int, spec pool.Autoscaling) int {
-	if raw > 0 {
-		return max(n, spec.ActivationScale)
+// limit bounds a window's count by the rate limits and raises it to
+// activation_scale, as KPA does, so the panic threshold and the delay see
+// the count the pool will really get. Zero is left alone: the step to zero
+// is bounded by the scale-to-zero gate (a quiet, fully observed stable
+// window plus grace), which is stronger evidence than any rate; rate-limiting
+// it instead would keep a pool whose activation_scale is at least the down
+// rate from ever reaching zero.
+func limit(pods, maxDown, maxUp int, spec pool.Autoscaling) int {
+	if pods == 0 {
+		return 0
 	}
-	return n
+	return max(clamp(pods, maxDown, maxUp), spec.ActivationScale)
 }
 
 // zeroAllowed is Knative's "inactive for the grace period" made exact: the
