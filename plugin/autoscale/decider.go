@@ -131,8 +131,8 @@ type Observed struct {
 //     until then the rate-limited minimum;
 //  7. a held request with no ready member: at least
 //     max(activation_scale, min_scale, 1), at once;
-//  8. activation_scale as the floor of any non-zero count, initial_scale
-//     until reached, then min_scale, max_scale and max_scale_limit.
+//  8. initial_scale until reached, activation_scale as the floor of any
+//     non-zero count, then min_scale, max_scale and max_scale_limit.
 func (d *Decider) Decide(now time.Time, in Input) Decision {
 	spec := in.Spec
 	stableWin, panicWin := d.windows(spec)
@@ -204,14 +204,17 @@ func (d *Decider) Decide(now time.Time, in Input) Decision {
 		desired = max(desired, spec.ActivationScale, spec.MinScale, 1)
 	}
 
-	// 8. Floors, then bounds last.
-	if desired > 0 {
-		desired = max(desired, spec.ActivationScale)
-	}
+	// 8. Floors, then bounds last. An initial_scale or min_scale below
+	// activation_scale is raised to it, like any other non-zero count:
+	// Knative lets an idle pool with min_scale 1 and activation_scale 2
+	// sit at 1, then jump to 2 on its first request.
 	if !in.InitialScaleReached {
 		desired = max(desired, spec.InitialScale)
 	}
 	desired = max(desired, spec.MinScale)
+	if desired > 0 {
+		desired = max(desired, spec.ActivationScale)
+	}
 	if spec.MaxScale > 0 {
 		desired = min(desired, spec.MaxScale)
 	}
@@ -275,7 +278,7 @@ func (d *Decider) zeroAllowed(now time.Time, span time.Duration, held int) bool 
 
 // podsFor is ceil(value / perMember), guarded against the float noise of
 // an average (10.000000001 / 10 must not ask for two) and against a spec
-// that did not pass validation.
+// that did not pass validation; any demand at all asks for one.
 func podsFor(value, perMember float64) int {
 	if !(value > 0) {
 		return 0
@@ -283,7 +286,7 @@ func podsFor(value, perMember float64) int {
 	if !(perMember > 0) {
 		return math.MaxInt32
 	}
-	return int(math.Min(math.Ceil(value/perMember-1e-9), math.MaxInt32))
+	return int(math.Min(math.Max(math.Ceil(value/perMember-1e-9), 1), math.MaxInt32))
 }
 
 func clamp(v, lo, hi int) int { return min(max(v, lo), hi) }
