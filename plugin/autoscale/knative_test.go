@@ -131,7 +131,10 @@ func TestDecider_Knative(t *testing.T) {
 		},
 		{
 			name: "ScaleDownDelaySimple", target: 10,
-			spec: func(s *pool.Autoscaling) { s.ScaleDownDelay = pool.Duration(5 * time.Minute); s.PanicThresholdPercentage = 1000 },
+			spec: func(s *pool.Autoscaling) {
+				s.ScaleDownDelay = pool.Duration(5 * time.Minute)
+				s.PanicThresholdPercentage = 1000
+			},
 			steps: []knStep{
 				{at: 2 * time.Second, stable: 40, panic: 40, ready: 0, current: 0, want: 4},
 				// Five minutes at no load: not yet past the delay.
@@ -141,7 +144,10 @@ func TestDecider_Knative(t *testing.T) {
 		},
 		{
 			name: "ScaleDownDelayGradual", target: 10,
-			spec: func(s *pool.Autoscaling) { s.ScaleDownDelay = pool.Duration(5 * time.Minute); s.PanicThresholdPercentage = 1000 },
+			spec: func(s *pool.Autoscaling) {
+				s.ScaleDownDelay = pool.Duration(5 * time.Minute)
+				s.PanicThresholdPercentage = 1000
+			},
 			steps: []knStep{
 				{at: 9 * time.Minute, stable: 40, panic: 40, ready: 0, current: 0, want: 4},
 				{at: 10 * time.Minute, stable: 30, panic: 30, ready: 0, current: -1, want: 4}, // 4 still dominates

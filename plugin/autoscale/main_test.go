@@ -52,12 +52,3 @@ func setAverages(t *testing.T, d *Decider, now time.Time, stable, panicAvg float
 		d.window.Record(now.Add(-sec(float64(i))), v, v)
 	}
 }
-
-// feed records one observation per second in (from, to] with the given
-// concurrency, and returns to.
-func feed(d *Decider, from, to time.Time, concurrency float64) time.Time {
-	for at := from.Add(time.Second); !at.After(to); at = at.Add(time.Second) {
-		d.Record(at, concurrency, concurrency)
-	}
-	return to
-}

@@ -19,10 +19,16 @@ type Window struct {
 	tick        time.Duration
 	samples     ring[sample]
 	lastTraffic time.Time
+	// base is the time observations are stored relative to: integer
+	// offsets compare a hundred times faster than time.Time, and one
+	// Sub per call keeps the monotonic clock's protection from wall-clock
+	// steps.
+	base    time.Time
+	hasBase bool
 }
 
 type sample struct {
-	at          time.Time
+	at          time.Duration // since base
 	concurrency float64
 	rps         float64
 	ok          bool
@@ -47,7 +53,7 @@ func (w *Window) Record(now time.Time, concurrency, rps float64) {
 		w.Miss(now)
 		return
 	}
-	if !w.append(sample{at: now, concurrency: max(concurrency, 0), rps: max(rps, 0), ok: true}) {
+	if !w.append(sample{at: w.offset(now), concurrency: max(concurrency, 0), rps: max(rps, 0), ok: true}) {
 		return
 	}
 	if concurrency > 0 || rps > 0 {
@@ -58,7 +64,7 @@ func (w *Window) Record(now time.Time, concurrency, rps float64) {
 // Miss marks the tick ending at now as missing: a gateway could not be
 // read, so the total is unknown. A tick that is never recorded counts as
 // missing too; Miss makes it explicit and exact.
-func (w *Window) Miss(now time.Time) { w.append(sample{at: now}) }
+func (w *Window) Miss(now time.Time) { w.append(sample{at: w.offset(now)}) }
 
 // NoteTraffic records that the pool had demand at now without adding an
 // observation: a request held for a pool at zero, reported between ticks.
@@ -72,13 +78,21 @@ func (w *Window) NoteTraffic(now time.Time) {
 // time if it never was since the window was created.
 func (w *Window) LastTraffic() time.Time { return w.lastTraffic }
 
+// offset is now relative to base, which the first call sets.
+func (w *Window) offset(now time.Time) time.Duration {
+	if !w.hasBase {
+		w.base, w.hasBase = now, true
+	}
+	return now.Sub(w.base)
+}
+
 func bad(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 
 // append keeps the samples in time order, dropping an observation that
 // would go back in time: the leader's loop is the only writer, so that can
 // only be a clock step, and the samples after it are the better ones.
 func (w *Window) append(s sample) bool {
-	if w.samples.len() > 0 && s.at.Before(w.samples.back().at) {
+	if w.samples.len() > 0 && s.at < w.samples.back().at {
 		return false
 	}
 	w.samples.push(s)
@@ -88,7 +102,8 @@ func (w *Window) append(s sample) bool {
 // prune forgets observations that no window reaching back span from now
 // can include.
 func (w *Window) prune(now time.Time, span time.Duration) {
-	for w.samples.len() > 0 && now.Sub(w.samples.front().at) >= span {
+	n := w.offset(now)
+	for w.samples.len() > 0 && n-w.samples.front().at >= span {
 		w.samples.popFront()
 	}
 }
@@ -97,13 +112,13 @@ func (w *Window) prune(now time.Time, span time.Duration) {
 // (now-span, now] that have data, and how many there were. Each
 // observation is already a one-tick average, so they weigh the same.
 func (w *Window) Average(now time.Time, span time.Duration, metric string) (avg float64, n int) {
-	sum := 0.0
+	sum, end := 0.0, w.offset(now)
 	for i := w.samples.len() - 1; i >= 0; i-- {
 		s := w.samples.at(i)
-		if now.Sub(s.at) >= span {
+		if end-s.at >= span {
 			break
 		}
-		if !s.ok || s.at.After(now) {
+		if !s.ok || s.at > end {
 			continue
 		}
 		if metric == pool.MetricRPS {
@@ -125,20 +140,23 @@ func (w *Window) Average(now time.Time, span time.Duration, metric string) (avg 
 // tick makes a gap of about two.
 func (w *Window) Complete(now time.Time, span time.Duration) bool {
 	gap := w.tick + w.tick/2
-	start := now.Add(-span)
-	prev := start
-	for i := range w.samples.len() {
+	end := w.offset(now)
+	start := end - span
+	// Walk back from now: each observation must be within gap of the
+	// next, and the oldest within gap of the window's start.
+	next, seen := end, false
+	for i := w.samples.len() - 1; i >= 0; i-- {
 		s := w.samples.at(i)
-		if !s.at.After(start) {
-			continue
-		}
-		if s.at.After(now) {
+		if s.at <= start {
 			break
 		}
-		if !s.ok || s.at.Sub(prev) > gap {
+		if s.at > end {
+			continue
+		}
+		if !s.ok || next-s.at > gap {
 			return false
 		}
-		prev = s.at
+		next, seen = s.at, true
 	}
-	return now.Sub(prev) <= gap && prev.After(start)
+	return seen && next-start <= gap
 }

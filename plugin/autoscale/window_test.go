@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"pgregory.net/rapid"
+
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
@@ -140,4 +142,29 @@ func TestMaxWindow_SlidingMaximum(t *testing.T) {
 			t.Errorf("at %ds record(%d) = %d, want %d", s.at, s.v, got, s.want)
 		}
 	}
+}
+
+// Jitter in the leader's loop (a scrape that takes longer one second than
+// the next) must not read as missing data, or no pool would ever scale
+// down; a lost tick must.
+func TestWindow_JitterIsNotAGap(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		const span = 10 * time.Second
+		w := NewWindow(time.Second)
+		lose := rapid.IntRange(-1, 39).Draw(t, "lose") // -1: lose none
+		for i := range 40 {
+			at := t0.Add(sec(float64(i)) + time.Duration(rapid.IntRange(0, 240).Draw(t, "jitterMs"))*time.Millisecond)
+			if i != lose {
+				w.Record(at, 1, 1)
+			}
+			complete := w.Complete(at, span)
+			lostInWindow := lose >= 0 && i-lose < 10 && i >= lose
+			switch {
+			case i >= 11 && !lostInWindow && !complete:
+				t.Fatalf("tick %d: incomplete with every tick recorded", i)
+			case lostInWindow && i > lose && complete:
+				t.Fatalf("tick %d: complete although tick %d was lost", i, lose)
+			}
+		}
+	})
 }
