@@ -137,7 +137,7 @@ func (d *Decider) Decide(now time.Time, in Input) Decision {
 	spec := in.Spec
 	stableWin, panicWin := d.windows(spec)
 	zeroSpan := stableWin + d.cfg.ScaleToZeroGrace
-	d.window.prune(now, max(stableWin, zeroSpan)+2*d.cfg.TickInterval)
+	d.window.prune(now, zeroSpan+2*d.cfg.TickInterval)
 	if in.Held > 0 {
 		d.window.NoteTraffic(now)
 	}
@@ -162,7 +162,10 @@ func (d *Decider) Decide(now time.Time, in Input) Decision {
 	perMember := spec.Target * spec.TargetUtilization / 100
 	stablePods, panicPods := podsFor(stable, perMember), podsFor(panicAvg, perMember)
 	maxUp := int(math.Min(math.Ceil(d.cfg.MaxScaleUpRate*ready), math.MaxInt32))
-	maxDown := int(math.Floor(ready / d.cfg.MaxScaleDownRate))
+	// The down rate bounds how far a decision may fall, never lifts one:
+	// members still draining count as ready for a while, and KPA's
+	// floor(ready / rate) would then raise an idle pool above its count.
+	maxDown := min(int(math.Floor(ready/d.cfg.MaxScaleDownRate)), max(in.Current, 0))
 	dec.StableDesired = limit(stablePods, maxDown, maxUp, spec)
 	dec.PanicDesired = limit(panicPods, maxDown, maxUp, spec)
 

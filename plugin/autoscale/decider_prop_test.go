@@ -161,6 +161,16 @@ func TestDecider_Invariants(t *testing.T) {
 			if held > 0 && ready == 0 && got < max(spec.ActivationScale, spec.MinScale, 1) {
 				t.Fatalf("step %d: Desired %d with a held request and no ready member", i, got)
 			}
+			floor := spec.MinScale
+			if !reached {
+				floor = max(floor, spec.InitialScale)
+			}
+			if floor > 0 {
+				floor = max(floor, spec.ActivationScale)
+			}
+			if held == 0 && !m.traffic(now, stableWin) && got > max(current, floor) {
+				t.Fatalf("step %d: a quiet pool went up %d → %d", i, current, got)
+			}
 			current = got
 		}
 	})

@@ -303,3 +303,14 @@ func TestDecider_TargetUtilization(t *testing.T) {
 		t.Errorf("%+v, want ceil(70.7 / 7) = 11", dec)
 	}
 }
+
+func TestDecider_DownRateNeverLifts(t *testing.T) {
+	// Ten members still count as ready while eight of them drain; the
+	// count in effect is already 2 and demand asks for 1.
+	d := NewDecider(DefaultConfig())
+	setAverages(t, d, t0, 8, 8)
+	dec := d.Decide(t0, Input{Spec: knSpec(10), Ready: 10, Current: 2})
+	if dec.Desired != 2 {
+		t.Errorf("%+v, want 2: floor(10 / 2) = 5 must not raise the pool", dec)
+	}
+}
