@@ -26,6 +26,13 @@ type knStep struct {
 func yes() *bool { b := true; return &b }
 func no() *bool  { b := false; return &b }
 
+// delayFiveMinutes is the spec of Knative's scale-down delay tests: a
+// five-minute delay, and a panic threshold no step reaches.
+func delayFiveMinutes(s *pool.Autoscaling) {
+	s.ScaleDownDelay = pool.Duration(5 * time.Minute)
+	s.PanicThresholdPercentage = 1000
+}
+
 func TestDecider_Knative(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -131,10 +138,7 @@ func TestDecider_Knative(t *testing.T) {
 		},
 		{
 			name: "ScaleDownDelaySimple", target: 10,
-			spec: func(s *pool.Autoscaling) {
-				s.ScaleDownDelay = pool.Duration(5 * time.Minute)
-				s.PanicThresholdPercentage = 1000
-			},
+			spec: delayFiveMinutes,
 			steps: []knStep{
 				{at: 2 * time.Second, stable: 40, panic: 40, ready: 0, current: 0, want: 4},
 				// Five minutes at no load: not yet past the delay.
@@ -144,10 +148,7 @@ func TestDecider_Knative(t *testing.T) {
 		},
 		{
 			name: "ScaleDownDelayGradual", target: 10,
-			spec: func(s *pool.Autoscaling) {
-				s.ScaleDownDelay = pool.Duration(5 * time.Minute)
-				s.PanicThresholdPercentage = 1000
-			},
+			spec: delayFiveMinutes,
 			steps: []knStep{
 				{at: 9 * time.Minute, stable: 40, panic: 40, ready: 0, current: 0, want: 4},
 				{at: 10 * time.Minute, stable: 30, panic: 30, ready: 0, current: -1, want: 4}, // 4 still dominates
