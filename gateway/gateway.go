@@ -40,6 +40,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// MaxBatch bounds the calls in one JSON-RPC batch.
 	MaxBatch int
+	// QueueLimit bounds how many requests one pool's queue holds (an
+	// autoscaled pool at zero, or at max scale with every member full);
+	// past it the answer is an immediate 429.
+	QueueLimit int
 	// TCPListeners forward plain TCP to pools.
 	TCPListeners []TCPListener
 	// Register: announce this gateway in Consul as tidepool-gateway, so
@@ -83,7 +87,7 @@ func DefaultConfig() Config {
 		HTTPAddr: "127.0.0.1:4681", Domain: "localhost", KVPrefix: "tidepool",
 		Name:            fmt.Sprintf("%s-%d", host, os.Getpid()),
 		UpstreamTimeout: 5 * time.Minute, ShutdownTimeout: 30 * time.Second,
-		MaxBatch: 100, Register: true,
+		MaxBatch: 100, QueueLimit: 10000, Register: true,
 	}
 }
 
@@ -101,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBatch <= 0 {
 		problems = append(problems, "max_batch must be positive")
+	}
+	if c.QueueLimit <= 0 {
+		problems = append(problems, "queue_limit must be positive")
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("invalid gateway config: %s", strings.Join(problems, "; "))
@@ -124,6 +131,9 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = def.MaxBatch
 	}
+	if cfg.QueueLimit == 0 {
+		cfg.QueueLimit = def.QueueLimit
+	}
 	log = log.Named("gateway")
 	g := &Gateway{
 		cfg: cfg, consul: consul, layout: pool.NewKV(cfg.KVPrefix), log: log,
@@ -133,7 +143,9 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	g.tokens = newTokenCache(consul.KV(), g.layout, 10*time.Second)
 	g.keys = &gatewayKeys{kv: consul.KV(), layout: g.layout}
 	g.metrics = newMetrics(g.watcher)
-	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, g.metrics, log)
+	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, cfg.QueueLimit, func(label string) (*routing.Route, bool) {
+		return g.watcher.Table().Lookup(label)
+	}, g.metrics, log)
 	g.rates = newRates(g.stats)
 	g.engine = g.routes()
 	return g

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
@@ -31,5 +33,34 @@ func newStaticGatewayPort(tb testing.TB, upstream string, public bool) *Gateway 
 		Members:   []*pool.Member{{ID: "m-a", PoolID: "p-1", Phase: pool.PhaseRunning, Addresses: map[string]string{"http": upstream}}},
 		Instances: []routing.Instance{{PoolID: "p-1", Member: "m-a", Port: "http", Address: upstream, Passing: true}},
 	})
+	return g
+}
+
+// autoscaledSnapshot is a public pool p-1 of alice's with an autoscaling
+// block (container concurrency cc, queue timeout qt) and one member per
+// upstream.
+func autoscaledSnapshot(cc int, qt time.Duration, upstreams ...string) routing.Snapshot {
+	as := pool.DefaultAutoscaling()
+	as.ContainerConcurrency, as.QueueTimeout = cc, pool.Duration(qt)
+	s := routing.Snapshot{Pools: []*pool.Pool{{ID: "p-1", Owner: "alice", Spec: pool.Spec{Name: "web", Active: true,
+		Autoscaling: &as,
+		Ports:       []pool.Port{{Label: "http", Number: 8080, Protocol: pool.ProtocolHTTP, Public: true}}}}}}
+	for i, u := range upstreams {
+		id := fmt.Sprintf("m-%d", i)
+		s.Members = append(s.Members, &pool.Member{ID: id, PoolID: "p-1", Phase: pool.PhaseRunning, Addresses: map[string]string{"http": u}})
+		s.Instances = append(s.Instances, routing.Instance{PoolID: "p-1", Member: id, Port: "http", Address: u, Passing: true})
+	}
+	return s
+}
+
+// newGatewayWith is a gateway over a fixed snapshot; no Consul is contacted.
+func newGatewayWith(tb testing.TB, cfg Config, s routing.Snapshot) *Gateway {
+	tb.Helper()
+	c, err := consulapi.NewClient(&consulapi.Config{Address: "127.0.0.1:1"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := New(cfg, c, hclog.NewNullLogger())
+	g.Watcher().Load(s)
 	return g
 }

@@ -29,7 +29,7 @@ type httpProxy struct {
 	log       hclog.Logger
 }
 
-func newHTTPProxy(upstreamTimeout time.Duration, m *metrics, log hclog.Logger) *httpProxy {
+func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(string) (*routing.Route, bool), m *metrics, log hclog.Logger) *httpProxy {
 	t := &http.Transport{
 		Proxy: nil,
 		DialContext: (&net.Dialer{
@@ -53,7 +53,7 @@ func newHTTPProxy(upstreamTimeout time.Duration, m *metrics, log hclog.Logger) *
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport:    &pickTransport{base: t},
+		Transport:    &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit},
 		BufferPool:   bufferPool{},
 		ErrorHandler: p.errorHandler,
 		ErrorLog:     log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
@@ -65,6 +65,7 @@ func newHTTPProxy(upstreamTimeout time.Duration, m *metrics, log hclog.Logger) *
 // context from the handler to the transport and back. Its lease is the
 // member's slot: taken per attempt, held until the response is copied.
 type attempt struct {
+	label string
 	route [1]*routing.Route
 	tried []*routing.Backend
 	lease routing.Lease
@@ -76,9 +77,48 @@ type attemptKey struct{}
 var errNoMember = errors.New("no healthy member")
 
 // pickTransport picks a member per attempt and retries dial failures on
-// the next one, replaying the body (nothing of it was sent).
+// the next one, replaying the body (nothing of it was sent). A request for
+// an autoscaled pool that finds no free member waits in the pool's queue.
 type pickTransport struct {
 	base http.RoundTripper
+	// lookup finds a host label's route in the current table.
+	lookup func(label string) (*routing.Route, bool)
+	// queueLimit bounds each pool's queue.
+	queueLimit int
+}
+
+// Errors of the queue, mapped to statuses by classify.
+var (
+	errAtCapacity = errors.New("every member is at capacity (container_concurrency) and none freed up within queue_timeout")
+	errNotStarted = errors.New("no member became ready within queue_timeout")
+	errQueueFull  = errors.New("too many requests are already waiting for this pool")
+)
+
+// wait holds the request in its pool's queue until a member has a slot,
+// re-reading the route from the current table each time it tries: the
+// member it gets may have started after the request arrived.
+func (t *pickTransport) wait(ctx context.Context, a *attempt) (routing.Lease, error) {
+	r := a.route[0]
+	qctx, cancel := context.WithTimeout(ctx, r.QueueTimeout)
+	defer cancel()
+	lease, err := r.Queue.Wait(qctx, t.queueLimit, func() (routing.Lease, bool) {
+		if cur, ok := t.lookup(a.label); ok {
+			a.route[0] = cur
+		}
+		return routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
+	})
+	switch {
+	case err == nil:
+		return lease, nil
+	case errors.Is(err, routing.ErrQueueFull):
+		return routing.Lease{}, errQueueFull
+	case ctx.Err() != nil:
+		return routing.Lease{}, ctx.Err() // the client gave up
+	case len(a.route[0].Backends) > 0:
+		return routing.Lease{}, errAtCapacity
+	default:
+		return routing.Lease{}, errNotStarted
+	}
 }
 
 func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -93,7 +133,20 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var lastErr error
 	for {
 		a.lease.Release()
-		lease, ok := routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
+		r := a.route[0]
+		// Requests already queued go first: a newcomer queues behind them.
+		queued := r.Autoscaled && r.Queue.Held() > 0 && lastErr == nil
+		lease, ok := routing.Lease{}, false
+		if !queued {
+			lease, ok = routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
+		}
+		if !ok && r.Autoscaled && lastErr == nil {
+			var err error
+			if lease, err = t.wait(req.Context(), a); err != nil {
+				return nil, err
+			}
+			ok = true
+		}
 		if !ok {
 			if lastErr != nil {
 				return nil, lastErr
@@ -161,15 +214,15 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// serve proxies one request on route.
-func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, route *routing.Route) {
-	a := &attempt{route: [1]*routing.Route{route}}
+// serve proxies one request for host label on route.
+func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, label string, route *routing.Route) {
+	a := &attempt{label: label, route: [1]*routing.Route{route}}
 	defer a.lease.Release()
 	r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
 	rec := &statusRecorder{ResponseWriter: w}
 	start := time.Now()
 	p.rp.ServeHTTP(rec, r)
-	p.metrics.observe(route, rec.code(), time.Since(start))
+	p.metrics.observe(a.route[0], rec.code(), time.Since(start))
 }
 
 // errorHandler maps a failed proxy attempt to its status: the one place
@@ -182,7 +235,7 @@ func (p *httpProxy) errorHandler(w http.ResponseWriter, r *http.Request, err err
 	if a, _ := r.Context().Value(attemptKey{}).(*attempt); a != nil {
 		p.metrics.upstreamError(a.route[0], http.StatusText(status))
 	}
-	if status == http.StatusServiceUnavailable {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
 	p.log.Debug("upstream error", "host", r.Host, "status", status, "error", err)
@@ -198,6 +251,10 @@ func classify(ctx context.Context, err error) (int, string) {
 		return 0, ""
 	case errors.Is(err, errNoMember):
 		return http.StatusServiceUnavailable, "no healthy member is available"
+	case errors.Is(err, errAtCapacity), errors.Is(err, errQueueFull):
+		return http.StatusTooManyRequests, err.Error()
+	case errors.Is(err, errNotStarted):
+		return http.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return http.StatusGatewayTimeout, "the member did not answer in time"
 	default:
@@ -248,11 +305,11 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		writeError(w, http.StatusBadRequest, "this port speaks tcp: use `tidepool pool forward` or a tcp_listener")
 		return
 	}
-	if len(route.Backends) == 0 && !route.Waiting {
-		writeError(w, http.StatusNotFound, "pool "+route.Pool+" has no running members (stopped or scaled to zero)")
+	if len(route.Backends) == 0 && !route.Waiting && !route.Autoscaled {
+		writeError(w, http.StatusNotFound, "pool "+route.Pool+" has no running members (stopped)")
 		return
 	}
-	g.proxy.serve(w, r, route)
+	g.proxy.serve(w, r, label, route)
 }
 
 // statusRecorder remembers the status written, for metrics; it passes

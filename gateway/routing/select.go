@@ -136,6 +136,8 @@ func acquireLeast(routes []*Route, kind Kind, skip []*Backend) (Lease, bool) {
 // leases change the in-flight counts.
 type MemberStats struct {
 	PoolID, ID string
+	// queue is the member's pool's: a released slot wakes its head.
+	queue *Queue
 
 	// active is all work in flight, the number container concurrency
 	// bounds.
@@ -177,4 +179,7 @@ func (s *MemberStats) reserve(k Kind, limit int) bool {
 func (s *MemberStats) release(k Kind) {
 	s.inFlight[k].Add(-1)
 	s.active.Add(-1)
+	if s.queue != nil {
+		s.queue.Signal()
+	}
 }

@@ -6,11 +6,13 @@
 package routing
 
 import (
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
@@ -61,7 +63,13 @@ type Route struct {
 	Waiting bool
 	// ContainerConcurrency caps in-flight requests per member; 0 = none.
 	ContainerConcurrency int
-	rr                   atomic.Uint64
+	// Autoscaled: the pool scales on demand, so a request finding no free
+	// member waits in Queue (the pool's, shared by its ports) for up to
+	// QueueTimeout instead of failing at once.
+	Autoscaled   bool
+	QueueTimeout time.Duration
+	Queue        *Queue
+	rr           atomic.Uint64
 }
 
 // Backend is one routable member address for a route.
@@ -159,12 +167,15 @@ func Build(s Snapshot, stats *Registry) *Table {
 		pr := &Pool{ID: p.ID, Owner: p.Owner, Name: p.Spec.Name, Active: p.Spec.Active, Ports: map[int]*Route{}}
 		members := byPool[p.ID]
 		sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
-		cc := 0
-		if a := p.Spec.Autoscaling; a != nil {
-			cc = a.ContainerConcurrency
+		cc, timeout := 0, time.Duration(0)
+		a := p.Spec.Autoscaling
+		if a != nil {
+			cc, timeout = a.ContainerConcurrency, a.QueueTimeout.D()
 		}
+		queue := stats.Queue(p.ID)
 		for _, port := range p.Spec.Ports {
-			r := &Route{PoolID: p.ID, Owner: p.Owner, Pool: p.Spec.Name, Port: port, ContainerConcurrency: cc}
+			r := &Route{PoolID: p.ID, Owner: p.Owner, Pool: p.Spec.Name, Port: port, ContainerConcurrency: cc,
+				Autoscaled: a != nil && p.Spec.Active, QueueTimeout: timeout, Queue: queue}
 			if p.Spec.Methods != nil && p.Spec.Methods.Port == port.Label {
 				r.MethodPath = p.Spec.Methods.Path
 			}
@@ -186,6 +197,7 @@ func Build(s Snapshot, stats *Registry) *Table {
 			}
 			if len(r.Backends) > 0 {
 				r.Waiting = false
+				queue.Signal() // members for whoever waits
 			}
 			pr.Ports[port.Number] = r
 			t.hosts[HostLabel(p.Owner, p.Spec.Name, port.Number)] = r
@@ -207,18 +219,21 @@ func Build(s Snapshot, stats *Registry) *Table {
 			}
 		}
 	}
-	stats.Retain(s.Members)
+	stats.Retain(s.Pools, s.Members)
 	return t
 }
 
-// Registry keeps per-member statistics across tables.
+// Registry keeps per-member statistics and per-pool queues across tables.
 type Registry struct {
 	mu      sync.Mutex
 	members map[string]*MemberStats
+	queues  map[string]*Queue
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{members: map[string]*MemberStats{}} }
+func NewRegistry() *Registry {
+	return &Registry{members: map[string]*MemberStats{}, queues: map[string]*Queue{}}
+}
 
 // Member returns the stats of a member, creating them.
 func (g *Registry) Member(poolID, id string) *MemberStats {
@@ -227,17 +242,38 @@ func (g *Registry) Member(poolID, id string) *MemberStats {
 	key := poolID + "/" + id
 	s, ok := g.members[key]
 	if !ok {
-		s = &MemberStats{PoolID: poolID, ID: id}
+		s = &MemberStats{PoolID: poolID, ID: id, queue: g.queueLocked(poolID)}
 		g.members[key] = s
 	}
 	return s
 }
 
-// Retain forgets members that no longer exist and have nothing in flight.
-func (g *Registry) Retain(members []*pool.Member) {
+// Queue returns a pool's queue, creating it.
+func (g *Registry) Queue(poolID string) *Queue {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.queueLocked(poolID)
+}
+
+func (g *Registry) queueLocked(poolID string) *Queue {
+	q, ok := g.queues[poolID]
+	if !ok {
+		q = &Queue{}
+		g.queues[poolID] = q
+	}
+	return q
+}
+
+// Retain forgets members that no longer exist and have nothing in flight,
+// and the queues of pools that are gone and hold nobody.
+func (g *Registry) Retain(pools []*pool.Pool, members []*pool.Member) {
 	keep := make(map[string]bool, len(members))
 	for _, m := range members {
 		keep[m.PoolID+"/"+m.ID] = true
+	}
+	keepPool := make(map[string]bool, len(pools))
+	for _, p := range pools {
+		keepPool[p.ID] = true
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -245,6 +281,22 @@ func (g *Registry) Retain(members []*pool.Member) {
 		if !keep[id] && s.InFlight() == 0 {
 			delete(g.members, id)
 		}
+	}
+	for id, q := range g.queues {
+		if !keepPool[id] && q.Held() == 0 {
+			delete(g.queues, id)
+		}
+	}
+}
+
+// EachQueue calls fn for every pool's queue.
+func (g *Registry) EachQueue(fn func(poolID string, q *Queue)) {
+	g.mu.Lock()
+	ids := make(map[string]*Queue, len(g.queues))
+	maps.Copy(ids, g.queues)
+	g.mu.Unlock()
+	for id, q := range ids {
+		fn(id, q)
 	}
 }
 
