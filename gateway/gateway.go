@@ -78,6 +78,27 @@ type Gateway struct {
 	metrics *metrics
 	engine  *gin.Engine
 	rates   *rates
+	// demandAt rate-limits demand marks: pool id → last mark (unix nanos).
+	demandAt sync.Map
+}
+
+// markDemand writes the pool's demand mark in Consul KV, at most once a
+// second per pool, without holding up the request: the leader watches the
+// marks and scales a pool at zero at once.
+func (g *Gateway) markDemand(poolID string) {
+	now := time.Now().UnixNano()
+	if last, ok := g.demandAt.Load(poolID); ok && now-last.(int64) < int64(time.Second) {
+		return
+	}
+	g.demandAt.Store(poolID, now)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		pair := &consulapi.KVPair{Key: g.layout.DemandKey(poolID), Value: []byte(g.cfg.Name)}
+		if _, err := g.consul.KV().Put(pair, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
+			g.log.Warn("could not mark demand; the leader sees it at its next look", "pool_id", poolID, "error", err)
+		}
+	}()
 }
 
 // DefaultConfig is every default of a gateway, in one place.
@@ -145,7 +166,7 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	g.metrics = newMetrics(g.watcher)
 	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, cfg.QueueLimit, func(label string) (*routing.Route, bool) {
 		return g.watcher.Table().Lookup(label)
-	}, g.metrics, log)
+	}, g.markDemand, g.metrics, log)
 	g.rates = newRates(g.stats)
 	g.engine = g.routes()
 	return g

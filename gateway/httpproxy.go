@@ -29,7 +29,7 @@ type httpProxy struct {
 	log       hclog.Logger
 }
 
-func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(string) (*routing.Route, bool), m *metrics, log hclog.Logger) *httpProxy {
+func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(string) (*routing.Route, bool), demand func(string), m *metrics, log hclog.Logger) *httpProxy {
 	t := &http.Transport{
 		Proxy: nil,
 		DialContext: (&net.Dialer{
@@ -53,7 +53,7 @@ func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(str
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport:    &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit},
+		Transport:    &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit, demand: demand},
 		BufferPool:   bufferPool{},
 		ErrorHandler: p.errorHandler,
 		ErrorLog:     log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
@@ -85,6 +85,9 @@ type pickTransport struct {
 	lookup func(label string) (*routing.Route, bool)
 	// queueLimit bounds each pool's queue.
 	queueLimit int
+	// demand tells the controllers that a pool with no routable member
+	// holds a request, so it scales up without waiting for a scrape.
+	demand func(poolID string)
 }
 
 // Errors of the queue, mapped to statuses by classify.
@@ -99,6 +102,9 @@ var (
 // member it gets may have started after the request arrived.
 func (t *pickTransport) wait(ctx context.Context, a *attempt) (routing.Lease, error) {
 	r := a.route[0]
+	if len(r.Backends) == 0 && t.demand != nil {
+		t.demand(r.PoolID)
+	}
 	qctx, cancel := context.WithTimeout(ctx, r.QueueTimeout)
 	defer cancel()
 	lease, err := r.Queue.Wait(qctx, t.queueLimit, func() (routing.Lease, bool) {

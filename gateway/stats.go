@@ -41,7 +41,13 @@ func (g *Gateway) serveStats(c *gin.Context) {
 			TCPConns:       s.Total(routing.TCP),
 			MethodCalls:    s.Total(routing.Method),
 			HTTPRPS:        http, TCPRPS: tcp, MethodRPS: method,
+			Concurrency:    s.Concurrency(),
 		})
+	})
+	table := g.watcher.Table()
+	out.Pools = []pool.PoolDemand{}
+	g.stats.EachQueue(func(poolID string, q *routing.Queue) {
+		out.Pools = append(out.Pools, pool.PoolDemand{PoolID: poolID, Held: q.Held(), Routable: table.Routable(poolID)})
 	})
 	body, err := json.Marshal(out)
 	if err != nil {
@@ -84,7 +90,9 @@ func (r *rates) run(ctx context.Context) {
 		case <-t.C:
 		}
 		seen := map[*routing.MemberStats]bool{}
+		now := time.Now()
 		r.stats.Each(func(s *routing.MemberStats) {
+			s.Roll(now)
 			seen[s] = true
 			r.mu.Lock()
 			sm := r.ring[s]

@@ -177,7 +177,14 @@ func formatStatus(info *api.PoolInfo, now time.Time) string {
 		{"Drain", fmt.Sprintf("timeout %s, grace period %s", info.Spec.Drain.Timeout, info.Spec.Drain.GracePeriod)},
 	}))
 	if a := info.Autoscaling; a != nil {
-		fmt.Fprintf(&b, "Autoscaling: %s target %g, scale %d..%d, desired %d, panic %v\n\n", a.Metric, a.Target, a.MinScale, a.MaxScale, a.Desired, a.Panic)
+		fmt.Fprintf(&b, "Autoscaling: %s target %g per member, scale %d..%d (activation %d), desired %d, panic %v\n", a.Metric, a.Target, a.MinScale, a.MaxScale, a.ActivationScale, a.Desired, a.Panic)
+		o := a.Observed
+		last := "never"
+		if !o.LastTraffic.IsZero() {
+			last = time.Since(o.LastTraffic).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(&b, "  observed: %s %.2f stable, %.2f panic; %d ready, %d held; last traffic %s; complete data %v; last cold start %s\n\n",
+			o.Metric, o.Stable, o.Panic, o.ReadyMembers, o.Held, last, o.Complete, a.ColdStart)
 	}
 	fmt.Fprintf(&b, "Utilization: %.1f rps (http %.1f, tcp %.1f, methods %.1f), in flight %.0f http / %.0f methods, cpu %.0f%%, memory %.0f%%\n\n",
 		u.CombinedRPS, u.HTTPRPS, u.TCPRPS, u.MethodRPS, u.HTTPInflight, u.MethodInflight, u.AvgCPUPercent, u.AvgMemoryPercent)

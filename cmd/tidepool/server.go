@@ -95,7 +95,9 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
 	}, log)
 	traffic := gatewaystats.New(consul.Health(), st, time.Second, log)
-	ctrl := controller.New(st, driver, traffic, controller.Config{SweepInterval: cfg.SweepInterval}, log)
+	ctrl := controller.New(st, driver, traffic, controller.Config{
+		SweepInterval: cfg.SweepInterval, Demand: traffic, Scales: st, Autoscale: cfg.Autoscale,
+	}, log)
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

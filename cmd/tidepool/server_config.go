@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 
+	"github.com/tidepool-run/tidepool/plugin/autoscale"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
@@ -30,6 +31,8 @@ type serverConfig struct {
 	LockDelay     time.Duration
 	LogLevel      string
 	Defaults      poolspec.Defaults
+	// Autoscale tunes the autoscaler (rates, scale-to-zero grace).
+	Autoscale autoscale.Config
 	// Templates is what tenants' templates may do.
 	Templates nomadjob.Policy
 }
@@ -45,6 +48,7 @@ func defaultServerConfig() serverConfig {
 		LockDelay:     15 * time.Second,
 		LogLevel:      "info",
 		Defaults:      poolspec.DefaultDefaults(),
+		Autoscale:     autoscale.DefaultConfig(),
 		Templates:     nomadjob.Policy{AllowedDrivers: slices.Clone(nomadjob.DefaultAllowedDrivers)},
 	}
 }
@@ -74,9 +78,12 @@ type limitsBlock struct {
 // autoscalerFile holds server-wide autoscaling defaults (every key of a
 // pool's autoscaling block) and bounds, like Knative's config-autoscaler.
 type autoscalerFile struct {
-	MaxScaleLimit         *int     `hcl:"max_scale_limit,optional"`
-	AllowZeroInitialScale *bool    `hcl:"allow_zero_initial_scale,optional"`
-	Defaults              hcl.Body `hcl:",remain"`
+	MaxScaleLimit          *int     `hcl:"max_scale_limit,optional"`
+	AllowZeroInitialScale  *bool    `hcl:"allow_zero_initial_scale,optional"`
+	MaxScaleUpRate         *float64 `hcl:"max_scale_up_rate,optional"`
+	MaxScaleDownRate       *float64 `hcl:"max_scale_down_rate,optional"`
+	ScaleToZeroGracePeriod *string  `hcl:"scale_to_zero_grace_period,optional"`
+	Defaults               hcl.Body `hcl:",remain"`
 }
 
 // settings is the table of the server's keys, bound to c.
@@ -129,6 +136,10 @@ func (c *serverConfig) validate() error {
 	}
 	if c.LockDelay < 0 || c.LockDelay > time.Minute {
 		problems = append(problems, "lock_delay must be from 0s to 1m")
+	}
+	c.Autoscale.MaxScaleLimit = c.Defaults.Limits.MaxScaleLimit
+	if err := c.Autoscale.Validate(); err != nil {
+		problems = append(problems, "autoscaler: "+err.Error())
 	}
 	if len(c.Templates.AllowedDrivers) == 0 {
 		problems = append(problems, "allowed_drivers must name at least one driver")
@@ -191,6 +202,9 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		}
 		assign(&cfg.Defaults.Limits.MaxScaleLimit, a.MaxScaleLimit)
 		assign(&cfg.Defaults.Limits.AllowZeroInitialScale, a.AllowZeroInitialScale)
+		assign(&cfg.Autoscale.MaxScaleUpRate, a.MaxScaleUpRate)
+		assign(&cfg.Autoscale.MaxScaleDownRate, a.MaxScaleDownRate)
+		dur("autoscaler.scale_to_zero_grace_period", &cfg.Autoscale.ScaleToZeroGrace, a.ScaleToZeroGracePeriod)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))

@@ -3,7 +3,9 @@ package routing
 import (
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Kind is the kind of work a lease counts as.
@@ -144,6 +146,56 @@ type MemberStats struct {
 	active   atomic.Int64
 	inFlight [numKinds]atomic.Int64
 	total    [numKinds]atomic.Uint64
+	meter    meter
+}
+
+// meter integrates a member's in-flight work over time: the autoscaler
+// scales on the time-weighted average concurrency of each second, as
+// Knative's queue-proxy measures it, not on a point sample.
+type meter struct {
+	mu    sync.Mutex
+	level int64
+	last  time.Time
+	begin time.Time
+	area  float64 // request·seconds since begin
+	avg   float64 // over the last closed window
+}
+
+func (m *meter) change(now time.Time, delta int64) {
+	m.mu.Lock()
+	if !m.last.IsZero() {
+		m.area += float64(m.level) * now.Sub(m.last).Seconds()
+	} else {
+		m.begin = now
+	}
+	m.level += delta
+	m.last = now
+	m.mu.Unlock()
+}
+
+// Roll closes the current window at now: Concurrency reports it until the
+// next Roll.
+func (s *MemberStats) Roll(now time.Time) {
+	m := &s.meter
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.begin.IsZero() {
+		m.begin, m.last = now, now
+		return
+	}
+	m.area += float64(m.level) * now.Sub(m.last).Seconds()
+	if span := now.Sub(m.begin).Seconds(); span > 0 {
+		m.avg = m.area / span
+	}
+	m.area, m.begin, m.last = 0, now, now
+}
+
+// Concurrency is the member's time-weighted average work in flight over
+// the last closed window.
+func (s *MemberStats) Concurrency() float64 {
+	s.meter.mu.Lock()
+	defer s.meter.mu.Unlock()
+	return s.meter.avg
 }
 
 // InFlight is all work in progress on the member.
@@ -173,10 +225,12 @@ func (s *MemberStats) reserve(k Kind, limit int) bool {
 	}
 	s.inFlight[k].Add(1)
 	s.total[k].Add(1)
+	s.meter.change(time.Now(), 1)
 	return true
 }
 
 func (s *MemberStats) release(k Kind) {
+	s.meter.change(time.Now(), -1)
 	s.inFlight[k].Add(-1)
 	s.active.Add(-1)
 	if s.queue != nil {

@@ -41,6 +41,8 @@ type Table struct {
 	hosts   map[string]*Route // "owner--pool--port"
 	pools   map[string]*Pool  // "owner/pool"
 	methods map[string]map[string][]*Route
+	// routable counts each pool's routable members.
+	routable map[string]int
 	// MembersIndex is the KV index of the drain marks this table applied.
 	MembersIndex uint64
 }
@@ -116,6 +118,9 @@ func (t *Table) Each(fn func(label string, r *Route)) {
 	}
 }
 
+// Routable is how many members of a pool the table routes to.
+func (t *Table) Routable(poolID string) int { return t.routable[poolID] }
+
 // Len is the number of routes, for metrics.
 func (t *Table) Len() int { return len(t.hosts) }
 
@@ -145,6 +150,7 @@ func Build(s Snapshot, stats *Registry) *Table {
 		hosts:        map[string]*Route{},
 		pools:        map[string]*Pool{},
 		methods:      map[string]map[string][]*Route{},
+		routable:     map[string]int{},
 		MembersIndex: s.MembersIndex,
 	}
 	byPool := map[string][]*pool.Member{}
@@ -199,6 +205,7 @@ func Build(s Snapshot, stats *Registry) *Table {
 				r.Waiting = false
 				queue.Signal() // members for whoever waits
 			}
+			t.routable[p.ID] = max(t.routable[p.ID], len(r.Backends))
 			pr.Ports[port.Number] = r
 			t.hosts[HostLabel(p.Owner, p.Spec.Name, port.Number)] = r
 		}

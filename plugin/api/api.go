@@ -32,6 +32,7 @@ type Store interface {
 	ModifyPool(ctx context.Context, id string, fn func(*pool.Pool) error) (*pool.Pool, error)
 	MarkDeleting(ctx context.Context, p *pool.Pool, now time.Time) error
 	ListMembers(ctx context.Context, poolID string) ([]*pool.Member, error)
+	GetScale(ctx context.Context, poolID string) (*pool.Scale, error)
 	CreateToken(ctx context.Context, t *store.Token) error
 	Bootstrap(ctx context.Context, t *store.Token) error
 	GetToken(ctx context.Context, hash string) (*store.Token, error)

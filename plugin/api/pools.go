@@ -289,6 +289,12 @@ func (s *Server) summary(ctx context.Context, p *pool.Pool) PoolInfo {
 	}
 	if a := p.Spec.Autoscaling; a != nil {
 		out.Autoscaling = &AutoscalingInfo{Autoscaling: *a, Desired: p.Target()}
+		if sc, err := s.Store.GetScale(ctx, p.ID); err != nil {
+			s.Log.Warn("read scale", "pool_id", p.ID, "error", err)
+		} else if sc != nil {
+			out.Autoscaling.Desired, out.Autoscaling.Panic, out.Autoscaling.Observed = sc.Desired, sc.Panic, sc.Observed
+			out.Autoscaling.ColdStart, out.Autoscaling.DecidedAt = sc.ColdStart, sc.UpdatedAt
+		}
 	}
 	members, err := s.Store.ListMembers(ctx, p.ID)
 	if err != nil {

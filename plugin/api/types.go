@@ -40,12 +40,19 @@ type Utilization struct {
 	AvgMemoryPercent float64 `json:"avg_memory_percent"`
 }
 
-// AutoscalingInfo is the autoscaling spec plus the autoscaler's view.
+// AutoscalingInfo is the autoscaling spec plus the autoscaler's view: its
+// last decision and the demand it was made from.
 type AutoscalingInfo struct {
 	pool.Autoscaling
-	Desired  int     `json:"desired"`
-	Panic    bool    `json:"panic"`
-	Observed float64 `json:"observed"`
+	Desired  int                `json:"desired"`
+	Panic    bool               `json:"panic"`
+	Observed pool.ScaleObserved `json:"observed"`
+	// ColdStart is how long the last scale from zero took, from the first
+	// held request to a routable member.
+	ColdStart pool.Duration `json:"cold_start"`
+	// DecidedAt is when the decision was last written; zero before the
+	// autoscaler's first.
+	DecidedAt time.Time `json:"decided_at,omitzero"`
 }
 
 // MemberInfo is one member as the API shows it.

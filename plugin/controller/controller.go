@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/nomad/api"
 
 	"github.com/tidepool-run/tidepool/internal/blocking"
+	"github.com/tidepool-run/tidepool/plugin/autoscale"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/reconcile"
@@ -67,6 +68,12 @@ type Config struct {
 	// NewMemberID names new members; pool.NewMemberID when nil. Tests set
 	// it to give pools colliding ids on purpose.
 	NewMemberID func() string
+	// Demand and Scales, when both are set, run the autoscaler while this
+	// node leads, with Autoscale's settings (autoscale.DefaultConfig when
+	// zero).
+	Demand    Demand
+	Scales    Scales
+	Autoscale autoscale.Config
 }
 
 // Controller reconciles pools while its node leads.
@@ -102,6 +109,9 @@ func New(s Store, n Nomad, inFlight InFlight, cfg Config, log hclog.Logger) *Con
 	if cfg.RetryInterval == 0 {
 		cfg.RetryInterval = time.Second
 	}
+	if cfg.Autoscale == (autoscale.Config{}) {
+		cfg.Autoscale = autoscale.DefaultConfig()
+	}
 	if cfg.NewMemberID == nil {
 		cfg.NewMemberID = pool.NewMemberID
 	}
@@ -126,8 +136,12 @@ func (c *Controller) Run(ctx context.Context, sources ...Source) error {
 	defer c.queue.Stop()
 	c.log.Info("reconciling", "sweep_interval", c.cfg.SweepInterval.String(), "workers", c.cfg.Workers)
 
+	sources = append([]Source{c.watchPools, c.sweep}, sources...)
+	if c.cfg.Demand != nil && c.cfg.Scales != nil {
+		sources = append(sources, c.autoscale)
+	}
 	var wg sync.WaitGroup
-	for _, src := range append([]Source{c.watchPools, c.sweep}, sources...) {
+	for _, src := range sources {
 		wg.Go(func() { src(ctx, c.queue.Add) })
 	}
 	for range c.cfg.Workers {
@@ -234,9 +248,13 @@ func (c *Controller) Reconcile(ctx context.Context, id string) (time.Duration, e
 	if c.inFlight != nil {
 		inFlight = c.inFlight.InFlight(p, members)
 	}
+	target, err := c.target(ctx, p)
+	if err != nil {
+		return 0, err
+	}
 	act := reconcile.Plan(reconcile.Input{
 		Pool: p, Members: members, Observed: snap.Members, JobExists: snap.JobExists(),
-		Target: p.Target(), InFlight: inFlight, Now: c.now(), NewID: c.newID,
+		Target: target, InFlight: inFlight, Now: c.now(), NewID: c.newID,
 	})
 	if tmpl == nil && len(act.Create) > 0 {
 		return 0, fmt.Errorf("cannot create members: the template of generation %d does not parse", p.TemplateGeneration)

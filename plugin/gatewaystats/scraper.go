@@ -62,10 +62,28 @@ type round struct {
 	gateways map[string]*gatewayRound
 }
 
-// gatewayRound is one gateway's verified report, indexed by member.
+// gatewayRound is one gateway's verified report, indexed by member, with
+// each pool's demand summed.
 type gatewayRound struct {
 	membersIndex uint64
 	members      map[pool.MemberRef]pool.MemberStats
+	pools        map[string]Demand
+}
+
+// Demand is one pool's demand, for the autoscaler.
+type Demand struct {
+	// Concurrency is the time-weighted average work in flight over the
+	// last second, summed over members and gateways.
+	Concurrency float64
+	// RPS is requests, connections and calls per second.
+	RPS float64
+	// Held requests wait in gateways' queues.
+	Held int
+	// Routable is the most members any gateway routes to.
+	Routable int
+	// Complete: every registered gateway reported in a fresh round. The
+	// autoscaler never scales down on incomplete data.
+	Complete bool
 }
 
 // New returns a scraper polling every interval (1s when 0).
@@ -159,9 +177,19 @@ func index(st *pool.GatewayStats) *gatewayRound {
 	if st == nil {
 		return nil
 	}
-	g := &gatewayRound{membersIndex: st.MembersIndex, members: make(map[pool.MemberRef]pool.MemberStats, len(st.Members))}
+	g := &gatewayRound{membersIndex: st.MembersIndex, members: make(map[pool.MemberRef]pool.MemberStats, len(st.Members)), pools: map[string]Demand{}}
 	for _, m := range st.Members {
 		g.members[m.Ref()] = m
+		d := g.pools[m.PoolID]
+		d.Concurrency += m.Concurrency
+		d.RPS += m.HTTPRPS + m.TCPRPS + m.MethodRPS
+		g.pools[m.PoolID] = d
+	}
+	for _, p := range st.Pools {
+		d := g.pools[p.PoolID]
+		d.Held += int(p.Held)
+		d.Routable = p.Routable
+		g.pools[p.PoolID] = d
 	}
 	return g
 }
@@ -269,4 +297,27 @@ func (s *Scraper) Member(poolID, memberID string) pool.MemberStats {
 		sum.MethodRPS += st.MethodRPS
 	}
 	return sum
+}
+
+// Demand sums a pool's demand over the gateways of the latest fresh round.
+// It is incomplete when there is no fresh round or some registered gateway
+// could not be read: numbers are then a lower bound.
+func (s *Scraper) Demand(poolID string) Demand {
+	r := s.fresh()
+	if r == nil {
+		return Demand{}
+	}
+	out := Demand{Complete: true}
+	for _, g := range r.gateways {
+		if g == nil {
+			out.Complete = false
+			continue
+		}
+		d := g.pools[poolID]
+		out.Concurrency += d.Concurrency
+		out.RPS += d.RPS
+		out.Held += d.Held
+		out.Routable = max(out.Routable, d.Routable)
+	}
+	return out
 }

@@ -25,6 +25,18 @@ type GatewayStats struct {
 	// Members lists every member the gateway counts. A member is named by
 	// its pool and its id together, never by its id alone.
 	Members []MemberStats `json:"members"`
+	// Pools is the demand the gateway sees per pool beyond its members'
+	// work: requests it holds, and how many members it can route to.
+	Pools []PoolDemand `json:"pools"`
+}
+
+// PoolDemand is one pool's demand at one gateway.
+type PoolDemand struct {
+	PoolID string `json:"pool_id"`
+	// Held requests wait in the gateway's queue for a member or a slot.
+	Held int64 `json:"held"`
+	// Routable is how many members the gateway routes the pool to.
+	Routable int `json:"routable"`
 }
 
 // MemberStats is one member's traffic through one gateway; rates are over
@@ -41,6 +53,9 @@ type MemberStats struct {
 	HTTPRPS        float64 `json:"http_rps"`
 	TCPRPS         float64 `json:"tcp_rps"`
 	MethodRPS      float64 `json:"method_rps"`
+	// Concurrency is the time-weighted average of the member's work in
+	// flight over the gateway's last whole second.
+	Concurrency float64 `json:"concurrency"`
 }
 
 // InFlight is all work in progress on the member through this gateway.

@@ -43,6 +43,17 @@ func (k KV) TokenKey(hash string) string { return k.Prefix + "/tokens/" + hash }
 // BootstrapKey marks that the first admin token was issued.
 func (k KV) BootstrapKey() string { return k.Prefix + "/tokens-bootstrapped" }
 
+// ScaleKey holds an autoscaled pool's Scale.
+func (k KV) ScaleKey(poolID string) string { return k.Prefix + "/scale/" + poolID }
+
+// DemandPrefix holds demand/<pool-id>: a gateway's word that it holds
+// requests for a pool with no routable member, so the leader scales it up
+// without waiting for its next look at the gateways.
+func (k KV) DemandPrefix() string { return k.Prefix + "/demand/" }
+
+// DemandKey is one pool's demand mark.
+func (k KV) DemandKey(poolID string) string { return k.DemandPrefix() + poolID }
+
 // GatewayKeyKey holds the gateway key (hex), the secret that controllers
 // and gateways sign stats with (GatewayStats). Controllers create it.
 func (k KV) GatewayKeyKey() string { return k.Prefix + "/gateway-key" }

@@ -242,6 +242,8 @@ func (s *Store) RemovePool(ctx context.Context, p *pool.Pool) error {
 	_, err := s.run(ctx, api.TxnOps{
 		{KV: &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.poolKey(p.ID), Index: p.ModifyIndex}},
 		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.nameKey(p.Owner, p.Spec.Name)}},
+		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.layout.ScaleKey(p.ID)}},
+		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.layout.DemandKey(p.ID)}},
 	})
 	if err != nil {
 		return fmt.Errorf("remove pool %s: %w", p.ID, err)
