@@ -41,7 +41,7 @@ func (g *Gateway) serveStats(c *gin.Context) {
 			TCPConns:       s.Total(routing.TCP),
 			MethodCalls:    s.Total(routing.Method),
 			HTTPRPS:        http, TCPRPS: tcp, MethodRPS: method,
-			Concurrency:    s.Concurrency(),
+			Concurrency: s.Concurrency(),
 		})
 	})
 	table := g.watcher.Table()
