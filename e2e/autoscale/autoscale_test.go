@@ -283,4 +283,3 @@ func TestAutoscale_AtMaxScaleRequestsQueueThen429(t *testing.T) {
 		t.Fatalf("the second request took %s: it did not wait for the slot", results[1].took)
 	}
 }
-
