@@ -216,3 +216,20 @@ func TestAcquire_Properties(t *testing.T) {
 		}
 	})
 }
+
+func TestShare_GatewaysTogetherStayWithinTheLimit(t *testing.T) {
+	for _, tt := range []struct{ cc, n, want int }{
+		{0, 3, 0}, {10, 0, 10}, {10, 1, 10}, {10, 2, 5}, {10, 3, 3}, {2, 3, 1}, {1, 1, 1},
+	} {
+		if got := Share(tt.cc, tt.n); got != tt.want {
+			t.Errorf("Share(%d, %d) = %d, want %d", tt.cc, tt.n, got, tt.want)
+		}
+		if tt.cc >= tt.n && tt.n > 0 && Share(tt.cc, tt.n)*tt.n > tt.cc {
+			t.Errorf("%d gateways with share %d exceed container concurrency %d", tt.n, Share(tt.cc, tt.n), tt.cc)
+		}
+	}
+	routes := twoPools(t, 1, 10)
+	if routes[0].ContainerConcurrency != 10 {
+		t.Fatalf("one gateway (none counted): share %d, want the whole 10", routes[0].ContainerConcurrency)
+	}
+}

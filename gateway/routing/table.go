@@ -34,6 +34,20 @@ type Snapshot struct {
 	// MembersIndex is the KV index of the member records, so the drain
 	// marks the table applies can be reported.
 	MembersIndex uint64
+	// Gateways is how many gateways pass their checks (at least 1): each
+	// enforces its share of a member's container concurrency.
+	Gateways int
+}
+
+// Share is one gateway's part of a member's container concurrency cc
+// when n gateways route to it: cc/n, rounded down, and at least 1, so the
+// gateways together never send a member more than cc at once (unless cc is
+// below n: then each still sends one).
+func Share(cc, n int) int {
+	if cc <= 0 {
+		return 0
+	}
+	return max(1, cc/max(n, 1))
 }
 
 // Table routes requests. Build one with Build; never modify it.
@@ -180,7 +194,7 @@ func Build(s Snapshot, stats *Registry) *Table {
 		}
 		queue := stats.Queue(p.ID)
 		for _, port := range p.Spec.Ports {
-			r := &Route{PoolID: p.ID, Owner: p.Owner, Pool: p.Spec.Name, Port: port, ContainerConcurrency: cc,
+			r := &Route{PoolID: p.ID, Owner: p.Owner, Pool: p.Spec.Name, Port: port, ContainerConcurrency: Share(cc, s.Gateways),
 				Autoscaled: a != nil && p.Spec.Active, QueueTimeout: timeout, Queue: queue}
 			if p.Spec.Methods != nil && p.Spec.Methods.Port == port.Label {
 				r.MethodPath = p.Spec.Methods.Path

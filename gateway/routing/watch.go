@@ -35,6 +35,7 @@ type Watcher struct {
 	pools        []*pool.Pool
 	members      []*pool.Member
 	membersIndex uint64
+	gateways     int
 	instances    map[string][]Instance // by service name
 	watching     map[string]context.CancelFunc
 	synced       map[string]bool
@@ -76,6 +77,7 @@ func (w *Watcher) Run(ctx context.Context) {
 	wg.Go(func() { w.watchKV(ctx, "pools", w.layout.PoolsPrefix(), w.setPools) })
 	wg.Go(func() { w.watchKV(ctx, "members", w.layout.MembersPrefix(), w.setMembers) })
 	wg.Go(func() { w.watchServices(ctx) })
+	wg.Go(func() { w.watchGateways(ctx) })
 	wg.Wait()
 	w.mu.Lock()
 	for _, cancel := range w.watching {
@@ -227,6 +229,26 @@ func (w *Watcher) watchHealth(ctx context.Context, name string) {
 	})
 }
 
+// watchGateways counts the passing gateways, which share each member's
+// container concurrency.
+func (w *Watcher) watchGateways(ctx context.Context) {
+	w.loop(ctx, "gateways", func(ctx context.Context, index uint64, wait time.Duration) (uint64, error) {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait, AllowStale: true}).WithContext(ctx)
+		entries, meta, err := w.client.Health().Service(pool.GatewayService, "", true, q)
+		if err != nil {
+			return 0, err
+		}
+		w.mu.Lock()
+		changed := w.gateways != len(entries)
+		w.gateways = len(entries)
+		w.mu.Unlock()
+		if changed {
+			w.rebuild()
+		}
+		return meta.LastIndex, nil
+	})
+}
+
 func (w *Watcher) markSynced(what string) {
 	w.mu.Lock()
 	w.synced[what] = true
@@ -238,7 +260,7 @@ func (w *Watcher) markSynced(what string) {
 // gateway serve a fixed table without Consul (benchmarks, tests).
 func (w *Watcher) Load(s Snapshot) {
 	w.mu.Lock()
-	w.pools, w.members, w.membersIndex = s.Pools, s.Members, s.MembersIndex
+	w.pools, w.members, w.membersIndex, w.gateways = s.Pools, s.Members, s.MembersIndex, s.Gateways
 	w.instances = map[string][]Instance{"": s.Instances}
 	w.mu.Unlock()
 	w.rebuild()
@@ -247,7 +269,7 @@ func (w *Watcher) Load(s Snapshot) {
 // rebuild makes a new table from the latest parts and swaps it in.
 func (w *Watcher) rebuild() {
 	w.mu.Lock()
-	s := Snapshot{Pools: w.pools, Members: w.members, MembersIndex: w.membersIndex}
+	s := Snapshot{Pools: w.pools, Members: w.members, MembersIndex: w.membersIndex, Gateways: w.gateways}
 	for _, list := range w.instances {
 		s.Instances = append(s.Instances, list...)
 	}
