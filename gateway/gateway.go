@@ -163,7 +163,7 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	g.watcher = routing.NewWatcher(consul, g.layout, g.stats, log)
 	g.tokens = newTokenCache(consul.KV(), g.layout, 10*time.Second)
 	g.keys = &gatewayKeys{kv: consul.KV(), layout: g.layout}
-	g.metrics = newMetrics(g.watcher)
+	g.metrics = newMetrics(g.watcher, g.stats)
 	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, cfg.QueueLimit, func(label string) (*routing.Route, bool) {
 		return g.watcher.Table().Lookup(label)
 	}, g.markDemand, g.metrics, log)

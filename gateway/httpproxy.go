@@ -53,7 +53,7 @@ func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(str
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport:    &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit, demand: demand},
+		Transport:    &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit, demand: demand, metrics: m},
 		BufferPool:   bufferPool{},
 		ErrorHandler: p.errorHandler,
 		ErrorLog:     log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
@@ -85,6 +85,7 @@ type pickTransport struct {
 	lookup func(label string) (*routing.Route, bool)
 	// queueLimit bounds each pool's queue.
 	queueLimit int
+	metrics *metrics
 	// demand tells the controllers that a pool with no routable member
 	// holds a request, so it scales up without waiting for a scrape.
 	demand func(poolID string)
@@ -113,18 +114,22 @@ func (t *pickTransport) wait(ctx context.Context, a *attempt) (routing.Lease, er
 		}
 		return routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
 	})
+	outcome, out := "served", error(nil)
 	switch {
 	case err == nil:
-		return lease, nil
 	case errors.Is(err, routing.ErrQueueFull):
-		return routing.Lease{}, errQueueFull
+		outcome, out = "full", errQueueFull
 	case ctx.Err() != nil:
-		return routing.Lease{}, ctx.Err() // the client gave up
+		outcome, out = "gone", ctx.Err() // the client gave up
 	case len(a.route[0].Backends) > 0:
-		return routing.Lease{}, errAtCapacity
+		outcome, out = "capacity_timeout", errAtCapacity
 	default:
-		return routing.Lease{}, errNotStarted
+		outcome, out = "start_timeout", errNotStarted
 	}
+	if t.metrics != nil {
+		t.metrics.queueOutcome(a.route[0], outcome)
+	}
+	return lease, out
 }
 
 func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {

@@ -24,9 +24,24 @@ type metrics struct {
 	upstream *prometheus.CounterVec
 	tcpConns *prometheus.CounterVec
 	rpcCalls *prometheus.CounterVec
+	queued   *prometheus.CounterVec
 }
 
-func newMetrics(w *routing.Watcher) *metrics {
+// heldCollector reports each pool's held requests.
+type heldCollector struct {
+	stats *routing.Registry
+	desc  *prometheus.Desc
+}
+
+func (c heldCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c heldCollector) Collect(ch chan<- prometheus.Metric) {
+	c.stats.EachQueue(func(poolID string, q *routing.Queue) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(q.Held()), poolID)
+	})
+}
+
+func newMetrics(w *routing.Watcher, stats *routing.Registry) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -45,7 +60,13 @@ func newMetrics(w *routing.Watcher) *metrics {
 		rpcCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tidepool_gateway_method_calls_total", Help: "JSON-RPC calls routed, by method and outcome.",
 		}, []string{"method", "outcome"}),
+		queued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tidepool_gateway_queued_requests_total",
+			Help: "Requests of autoscaled pools that waited for a member or a slot, by outcome: served, capacity_timeout (429), start_timeout (503), full (429), gone (client left).",
+		}, []string{"pool", "outcome"}),
 	}
+	m.reg.MustRegister(m.queued, heldCollector{stats: stats, desc: prometheus.NewDesc(
+		"tidepool_gateway_held_requests", "Requests waiting in a pool's queue now: demand the autoscaler counts.", []string{"pool_id"}, nil)})
 	m.reg.MustRegister(m.requests, m.latency, m.upstream, m.tcpConns, m.rpcCalls,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -96,6 +117,10 @@ func (m *metrics) observe(r *routing.Route, code int, d time.Duration) {
 		m.requests.WithLabelValues(pm.label, strconv.Itoa(code)).Inc()
 	}
 	pm.latency.Observe(d.Seconds())
+}
+
+func (m *metrics) queueOutcome(r *routing.Route, outcome string) {
+	m.queued.WithLabelValues(poolLabel(r), outcome).Inc()
 }
 
 func (m *metrics) upstreamError(r *routing.Route, kind string) {
