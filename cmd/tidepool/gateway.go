@@ -53,6 +53,7 @@ type gatewayFile struct {
 	ShutdownTimeout *string           `hcl:"shutdown_timeout,optional"`
 	Register        *bool             `hcl:"register,optional"`
 	OperatorAddr    *string           `hcl:"operator_addr,optional"`
+	QueueLimit      *int              `hcl:"queue_limit,optional"`
 	LogLevel        *string           `hcl:"log_level,optional"`
 	TCPListeners    []tcpListenerFile `hcl:"tcp_listener,block"`
 }
@@ -83,6 +84,8 @@ func gatewaySettings(cfg *gateway.Config, logLevel *string) settings {
 			help: "Register in Consul as tidepool-gateway, so the leader reads this gateway's stats.", set: boolSetter(&cfg.Register), example: "false"},
 		{flag: "operator-addr", env: "TIDEPOOL_GATEWAY_OPERATOR_ADDR", file: "operator_addr", def: "off",
 			help: "Serve /v1/routes, /v1/stats, /metrics and /v1/health here without a token (on -http-addr they need an admin token).", set: stringSetter(&cfg.OperatorAddr), example: "127.0.0.1:9997"},
+		{flag: "queue-limit", env: "TIDEPOOL_GATEWAY_QUEUE_LIMIT", file: "queue_limit", kind: kindInt, def: "10000",
+			help: "Most requests one autoscaled pool's queue holds; past it, 429 at once.", set: intSetter(&cfg.QueueLimit), example: "50"},
 		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
 			help: "trace, debug, info, warn or error.", set: stringSetter(logLevel), example: "debug"},
 	}
@@ -147,6 +150,7 @@ func (f *gatewayFile) apply(cfg *gateway.Config, logLevel *string) error {
 	assign(&cfg.Name, f.Name)
 	assign(&cfg.Register, f.Register)
 	assign(&cfg.OperatorAddr, f.OperatorAddr)
+	assign(&cfg.QueueLimit, f.QueueLimit)
 	assign(logLevel, f.LogLevel)
 	var errs []string
 	for name, pair := range map[string]struct {

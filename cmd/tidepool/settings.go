@@ -38,6 +38,7 @@ const (
 	kindDuration
 	kindBool
 	kindList
+	kindInt
 )
 
 // settings is a daemon's table.
@@ -123,6 +124,8 @@ func (k kind) String() string {
 		return "bool"
 	case kindList:
 		return "a,b,..."
+	case kindInt:
+		return "n"
 	}
 	return "string"
 }
@@ -151,6 +154,17 @@ func boolSetter(dst *bool) func(string) error {
 			return fmt.Errorf("%q is not true or false", v)
 		}
 		*dst = b
+		return nil
+	}
+}
+
+func intSetter(dst *int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		*dst = n
 		return nil
 	}
 }

@@ -52,7 +52,7 @@ var daemons = []daemon{
 func hclLine(s setting) string {
 	value := fmt.Sprintf("%q", s.example)
 	switch s.kind {
-	case kindBool:
+	case kindBool, kindInt:
 		value = s.example
 	case kindList:
 		var items []string
