@@ -24,6 +24,7 @@ import (
 // request is sent — moves on to the next member.
 type httpProxy struct {
 	rp        *httputil.ReverseProxy
+	pick      *pickTransport
 	transport *http.Transport
 	metrics   *metrics
 	log       hclog.Logger
@@ -45,7 +46,8 @@ func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(str
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
 	}
-	p := &httpProxy{transport: t, metrics: m, log: log}
+	p := &httpProxy{transport: t, metrics: m, log: log,
+		pick: &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit, demand: demand, metrics: m}}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -53,7 +55,7 @@ func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(str
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
 		},
-		Transport:    &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit, demand: demand, metrics: m},
+		Transport:    p.pick,
 		BufferPool:   bufferPool{},
 		ErrorHandler: p.errorHandler,
 		ErrorLog:     log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
@@ -143,29 +145,20 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	var lastErr error
 	for {
-		a.lease.Release()
-		r := a.route[0]
-		// Requests already queued go first: a newcomer queues behind them.
-		queued := r.Autoscaled && r.Queue.Held() > 0 && lastErr == nil
-		lease, ok := routing.Lease{}, false
-		if !queued {
-			lease, ok = routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
-		}
-		if !ok && r.Autoscaled && lastErr == nil {
-			var err error
-			if lease, err = t.wait(req.Context(), a); err != nil {
-				return nil, err
+		// The first attempt may hold a slot already (taken in the queue);
+		// every other one takes a new slot.
+		if !a.lease.Held() || len(a.tried) > 0 {
+			a.lease.Release()
+			lease, ok := routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
+			if !ok {
+				if lastErr != nil {
+					return nil, lastErr
+				}
+				return nil, errNoMember
 			}
-			ok = true
+			a.lease = lease
 		}
-		if !ok {
-			if lastErr != nil {
-				return nil, lastErr
-			}
-			return nil, errNoMember
-		}
-		a.lease = lease
-		b := lease.Backend
+		b := a.lease.Backend
 		a.tried = append(a.tried, b)
 		// The request is the proxy's own outbound copy: aim it at b.
 		req.URL.Host = b.Addr
@@ -225,10 +218,31 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// serve proxies one request for host label on route.
+// serve proxies one request for host label on route. A request for an
+// autoscaled pool takes its member's slot first, waiting in the pool's
+// queue when there is none, before the proxy copies anything: a held
+// request costs little more than its goroutine.
 func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, label string, route *routing.Route) {
 	a := &attempt{label: label, route: [1]*routing.Route{route}}
 	defer a.lease.Release()
+	if route.Autoscaled {
+		// Requests already queued go first: a newcomer queues behind them.
+		lease, ok := routing.Lease{}, false
+		if route.Queue.Held() == 0 {
+			lease, ok = routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, nil)
+		}
+		if !ok {
+			var err error
+			if lease, err = p.pick.wait(r.Context(), a); err != nil {
+				p.errorHandler(w, r.WithContext(context.WithValue(r.Context(), attemptKey{}, a)), err)
+				if status := statusOf(r.Context(), err); status != 0 {
+					p.metrics.observe(a.route[0], status, 0)
+				}
+				return
+			}
+		}
+		a.lease = lease
+	}
 	r = r.WithContext(context.WithValue(r.Context(), attemptKey{}, a))
 	rec := &statusRecorder{ResponseWriter: w}
 	start := time.Now()
@@ -251,6 +265,12 @@ func (p *httpProxy) errorHandler(w http.ResponseWriter, r *http.Request, err err
 	}
 	p.log.Debug("upstream error", "host", r.Host, "status", status, "error", err)
 	writeError(w, status, msg)
+}
+
+// statusOf is the status classify gives err, for metrics.
+func statusOf(ctx context.Context, err error) int {
+	status, _ := classify(ctx, err)
+	return status
 }
 
 // classify maps an upstream error to a status and message; 0 means the
