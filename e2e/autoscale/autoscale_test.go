@@ -4,6 +4,8 @@ package autoscale
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,10 +26,15 @@ import (
 type env struct {
 	t      *testing.T
 	c      *cluster.Cluster
+	bin    string
+	cfg    string
 	echo   string
 	gwAddr string
 	api    *client.Client
+	token  string
 	http   *http.Client
+	// servers are the controllers, by API address.
+	servers map[string]*testutil.Process
 }
 
 // newEnv starts agents, a controller whose scale-to-zero grace is 1s, and
@@ -36,16 +43,51 @@ func newEnv(t *testing.T, name string) *env {
 	t.Helper()
 	e := &env{t: t, echo: testutil.BuildBinary(t, "./cmd/tidepool-echo"),
 		http: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
-	bin := testutil.BuildBinary(t, "./cmd/tidepool")
+	e.bin = testutil.BuildBinary(t, "./cmd/tidepool")
 	e.c = cluster.New(t, cluster.Config{Name: name})
-	cfg := filepath.Join(t.TempDir(), "server.hcl")
-	if err := os.WriteFile(cfg, []byte("autoscaler {\n  scale_to_zero_grace_period = \"1s\"\n}\n"), 0o644); err != nil {
+	e.cfg = filepath.Join(t.TempDir(), "server.hcl")
+	if err := os.WriteFile(e.cfg, []byte("autoscaler {\n  scale_to_zero_grace_period = \"1s\"\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr, _ := testutil.StartServer(t, bin, e.c.Env(), "-config", cfg, "-sweep-interval", "5s")
-	e.gwAddr, _ = testutil.StartGateway(t, bin, e.c.Env(), "-name", "gw-"+name)
-	_, e.api = testutil.Bootstrap(t, addr)
+	e.servers = map[string]*testutil.Process{}
+	addr := e.startServer()
+	e.gwAddr, _ = testutil.StartGateway(t, e.bin, e.c.Env(), "-name", "gw-"+name)
+	e.token, e.api = testutil.Bootstrap(t, addr)
 	return e
+}
+
+// startServer starts another controller and returns its API address.
+func (e *env) startServer() string {
+	e.t.Helper()
+	addr, p := testutil.StartServer(e.t, e.bin, e.c.Env(), "-config", e.cfg, "-sweep-interval", "5s", "-name", fmt.Sprintf("ctl-%d", len(e.servers)))
+	e.servers[addr] = p
+	return addr
+}
+
+// leader returns the API address of the controller that leads.
+func (e *env) leader() string {
+	e.t.Helper()
+	var out string
+	testutil.Eventually(e.t, 30*time.Second, 100*time.Millisecond, "a leader", func(ctx context.Context) error {
+		for addr := range e.servers {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/health", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				continue
+			}
+			var h struct {
+				Leader bool `json:"leader"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&h)
+			_ = resp.Body.Close()
+			if h.Leader {
+				out = addr
+				return nil
+			}
+		}
+		return errors.New("nobody leads")
+	})
+	return out
 }
 
 // create stores an autoscaled pool "api" with as applied over the
@@ -281,5 +323,53 @@ func TestAutoscale_AtMaxScaleRequestsQueueThen429(t *testing.T) {
 	}
 	if results[1].took < 1400*time.Millisecond {
 		t.Fatalf("the second request took %s: it did not wait for the slot", results[1].took)
+	}
+}
+
+func TestAutoscale_LeaderFailoverUnderLoadNeitherCollapsesNorFlaps(t *testing.T) {
+	e := newEnv(t, "as-failover")
+	standby := e.startServer()
+	e.create(func(a *pool.Autoscaling) {
+		a.Target, a.TargetUtilization = 1, 100
+		a.MinScale, a.InitialScale, a.ActivationScale, a.MaxScale = 1, 1, 1, 3
+	})
+	e.alive(1, 90*time.Second)
+	var failures atomic.Int64
+	stop := testutil.Repeat(3, func() {
+		if status, _, err := e.get("/sleep?ms=500"); err != nil || status != http.StatusOK {
+			failures.Add(1)
+		}
+	})
+	defer stop()
+	before := e.alive(3, 2*time.Minute).Autoscaling.Desired
+
+	// The leader stops cleanly; the standby takes over with empty windows.
+	old := e.leader()
+	if err := e.servers[old].Stop(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	delete(e.servers, old)
+	if e.leader() != standby {
+		t.Fatal("the standby did not take over")
+	}
+	admin, err := client.New(standby, e.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.api = admin
+	// Two stable windows under the same load: never below the size it had.
+	testutil.Never(t, 12*time.Second, 250*time.Millisecond, "the pool shrank under unchanged load after a failover", func(ctx context.Context) error {
+		info, err := e.api.GetPool(ctx, "api")
+		if err != nil {
+			return nil // the API may answer slowly during the handover
+		}
+		if info.Autoscaling.Desired < before {
+			return fmt.Errorf("desired %d, was %d before the failover", info.Autoscaling.Desired, before)
+		}
+		return nil
+	})
+	stop()
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d requests failed across the failover", n)
 	}
 }
