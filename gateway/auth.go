@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -55,11 +54,11 @@ var (
 
 // caller authenticates the request's bearer token.
 func (t *tokenCache) caller(r *http.Request) (*caller, error) {
-	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || strings.TrimSpace(secret) == "" {
+	secret, ok := pool.BearerToken(r.Header.Get("Authorization"))
+	if !ok {
 		return nil, errNoToken
 	}
-	hash := pool.HashToken(strings.TrimSpace(secret))
+	hash := pool.HashToken(secret)
 	now := time.Now()
 	t.mu.Lock()
 	e, ok := t.entries[hash]

@@ -143,6 +143,8 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	if cfg.Domain == "" {
 		cfg.Domain = def.Domain
 	}
+	// Host names are matched case-insensitively, as DNS does.
+	cfg.Domain = strings.ToLower(cfg.Domain)
 	if cfg.UpstreamTimeout == 0 {
 		cfg.UpstreamTimeout = def.UpstreamTimeout
 	}

@@ -315,8 +315,10 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
 		return
 	}
-	// The caller's identity reaches members only as the gateway states it.
+	// The caller's identity reaches members only as the gateway states it,
+	// and the client's address only as X-Forwarded-For.
 	r.Header.Del(UserHeader)
+	r.Header.Del("X-Real-Ip")
 	if !route.Port.Public {
 		caller, err := g.tokens.caller(r)
 		switch {

@@ -47,6 +47,8 @@ func TestServeHost_CallerTokenNeverReachesMember(t *testing.T) {
 	}{
 		{"private port: the admin's token stays with the gateway", false,
 			http.Header{"Authorization": {"Bearer admin-secret"}, UserHeader: {"mallory"}}, "root", ""},
+		{"private port: the scheme is case-insensitive", false,
+			http.Header{"Authorization": {"bearer admin-secret"}}, "root", ""},
 		{"public port: no identity is claimed, a forged one is dropped", true,
 			http.Header{UserHeader: {"root"}}, "", ""},
 		{"public port: the member's own auth passes untouched", true,
@@ -57,7 +59,8 @@ func TestServeHost_CallerTokenNeverReachesMember(t *testing.T) {
 			g := newStaticGatewayPort(t, upstream.Listener.Addr().String(), tt.public)
 			knowToken(g, "admin-secret", "root", pool.PermAdmin)
 			req := httptest.NewRequest(http.MethodGet, "http://alice--web--8080.localhost/x", nil)
-			req.Header = tt.header
+			req.Header = tt.header.Clone()
+			req.Header.Set("X-Real-IP", "10.0.0.1")
 			rec := httptest.NewRecorder()
 			g.ServeHTTP(rec, req)
 			if rec.Code != http.StatusOK {
@@ -72,6 +75,9 @@ func TestServeHost_CallerTokenNeverReachesMember(t *testing.T) {
 			}
 			if got := seen.Values(UserHeader); len(got) > 1 || seen.Get(UserHeader) != tt.wantUser {
 				t.Errorf("member saw %s %q, want %q", UserHeader, got, tt.wantUser)
+			}
+			if got := seen.Get("X-Real-Ip"); got != "" {
+				t.Errorf("member saw a client's X-Real-IP %q", got)
 			}
 		})
 	}
@@ -262,4 +268,16 @@ func testEventually(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within 5s")
+}
+
+func TestServeHost_DomainIsCaseInsensitive(t *testing.T) {
+	upstream := headerEcho(t)
+	g := newGatewayWith(t, Config{Name: "d", Domain: "Pools.Example.COM"}, autoscaledSnapshot(0, time.Second, upstream.Listener.Addr().String()))
+	for _, host := range []string{"alice--web--8080.pools.example.com", "ALICE--web--8080.Pools.Example.Com"} {
+		rec := httptest.NewRecorder()
+		g.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://"+host+"/", nil))
+		if rec.Code != http.StatusOK {
+			t.Errorf("%s: %d", host, rec.Code)
+		}
+	}
 }

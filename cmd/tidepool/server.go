@@ -89,6 +89,7 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		return fmt.Errorf("nomad client: %w", err)
 	}
 	st := store.New(consul, cfg.KVPrefix)
+	st.Log = log.Named("store")
 	driver := nomadjob.NewDriver(nomad.Jobs(), nomad.Allocations(), consul.Health(), cfg.Templates)
 	elector := leader.New(consul, leader.Config{
 		Key: st.Layout().LeaderKey(), Name: cfg.Name,

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -51,12 +50,12 @@ func newSecret() (secret, accessor string) {
 // unknown. The secret is never logged.
 func (s *Server) authenticate(c *gin.Context) {
 	h := c.GetHeader("Authorization")
-	secret, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || strings.TrimSpace(secret) == "" {
+	secret, ok := pool.BearerToken(h)
+	if !ok {
 		abort(c, http.StatusUnauthorized, "missing token: send Authorization: Bearer <token>")
 		return
 	}
-	hash := pool.HashToken(strings.TrimSpace(secret))
+	hash := pool.HashToken(secret)
 	t, err := s.Store.GetToken(c.Request.Context(), hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

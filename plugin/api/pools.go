@@ -52,7 +52,7 @@ func DecodeSpec(body []byte, d poolspec.Defaults) (pool.Spec, error) {
 
 // readSpec decodes and validates a spec body, template included; on
 // failure it answers and returns false.
-func (s *Server) readSpec(c *gin.Context) (pool.Spec, bool) {
+func (s *Server) readSpec(c *gin.Context, owner string) (pool.Spec, bool) {
 	body, ok := s.body(c)
 	if !ok {
 		return pool.Spec{}, false
@@ -68,6 +68,10 @@ func (s *Server) readSpec(c *gin.Context) (pool.Spec, bool) {
 		return spec, false
 	}
 	if err := spec.Validate(s.Defaults.Limits); err != nil {
+		s.fail(c, err)
+		return spec, false
+	}
+	if err := pool.ValidateHostLabels(owner, &spec); err != nil {
 		s.fail(c, err)
 		return spec, false
 	}
@@ -138,7 +142,7 @@ func (s *Server) getPool(c *gin.Context) {
 }
 
 func (s *Server) createPool(c *gin.Context) {
-	spec, ok := s.readSpec(c)
+	spec, ok := s.readSpec(c, callerOf(c).User)
 	if !ok {
 		return
 	}
@@ -162,7 +166,7 @@ func (s *Server) updatePool(c *gin.Context) {
 		abort(c, http.StatusBadRequest, err.Error())
 		return
 	}
-	spec, ok := s.readSpec(c)
+	spec, ok := s.readSpec(c, p.Owner)
 	if !ok {
 		return
 	}

@@ -146,3 +146,36 @@ func TestNewMemberID_SixtyFourBits(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func TestBearerToken(t *testing.T) {
+	for header, want := range map[string]string{
+		"Bearer abc": "abc", "bearer abc": "abc", "BEARER  abc ": "abc", " Bearer abc": "abc",
+		"Basic abc": "", "Bearer": "", "Bearer ": "", "": "", "abc": "",
+	} {
+		got, ok := BearerToken(header)
+		if got != want || ok != (want != "") {
+			t.Errorf("BearerToken(%q) = %q, %v; want %q", header, got, ok, want)
+		}
+	}
+}
+
+func TestValidateHostLabels(t *testing.T) {
+	s := validSpec()
+	s.Name = "a" + strings.Repeat("b", 50)
+	if err := ValidateHostLabels("alice", &s); err == nil || !strings.Contains(err.Error(), "63") {
+		t.Fatalf("a 67-byte host label: %v", err)
+	}
+	s.Name = "web"
+	if err := ValidateHostLabels("alice", &s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidate_TemplateSize(t *testing.T) {
+	s := validSpec()
+	s.Template = strings.Repeat("#", MaxTemplateBytes+1)
+	var verr *ValidationError
+	if err := s.Validate(Limits{}); !errors.As(err, &verr) || verr.Fields[0].Field != "template" {
+		t.Fatalf("an oversized template: %v", err)
+	}
+}

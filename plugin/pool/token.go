@@ -3,6 +3,7 @@ package pool
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"time"
 )
 
@@ -23,6 +24,18 @@ const (
 	PermUsePools = "use-pools"
 	PermAdmin    = "admin"
 )
+
+// BearerToken takes the token out of an Authorization header value. The
+// scheme is case-insensitive (RFC 7235): "bearer x" is as good as
+// "Bearer x".
+func BearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
+}
 
 // HashToken is the stored form of a secret: hex SHA-256.
 func HashToken(secret string) string {

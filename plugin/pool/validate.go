@@ -3,6 +3,7 @@ package pool
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -54,8 +55,11 @@ func (s *Spec) Validate(l Limits) error {
 	if err := ValidName(s.Name); err != nil {
 		v.add("name", "%s", err.Error())
 	}
-	if strings.TrimSpace(s.Template) == "" {
+	switch {
+	case strings.TrimSpace(s.Template) == "":
 		v.add("template", "is required: a Nomad jobspec with exactly one task group")
+	case len(s.Template) > MaxTemplateBytes:
+		v.add("template", "is %d bytes; at most %d (256 KiB) are accepted", len(s.Template), MaxTemplateBytes)
 	}
 	v.checkCount(s.DesiredCount, l)
 	v.checkPorts(s.Ports)
@@ -72,6 +76,27 @@ func (s *Spec) Validate(l Limits) error {
 			v.add("scaler.script", "is required")
 		}
 		v.durationRange("scaler.interval", s.Scaler.Interval, time.Second, time.Hour)
+	}
+	return v.err()
+}
+
+// MaxTemplateBytes bounds a template: it is stored in the pool record, and
+// Consul refuses transactions much larger (512 KiB by default).
+const MaxTemplateBytes = 256 << 10
+
+// MaxHostLabel is DNS's limit on one label of a host name.
+const MaxHostLabel = 63
+
+// ValidateHostLabels checks that every port of owner's pool makes a host
+// label a DNS client accepts: <owner>--<name>--<port> of at most 63 bytes.
+func ValidateHostLabels(owner string, s *Spec) error {
+	var v validator
+	for i, p := range s.Ports {
+		label := owner + "--" + s.Name + "--" + strconv.Itoa(p.Number)
+		if len(label) > MaxHostLabel {
+			v.add("name", "with owner %q and port %d makes the host label %q, %d bytes; DNS allows %d (ports[%d])", owner, p.Number, label, len(label), MaxHostLabel, i)
+			break
+		}
 	}
 	return v.err()
 }

@@ -19,9 +19,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
@@ -46,6 +48,21 @@ type Store struct {
 	kv     *api.KV
 	txn    *api.Txn
 	layout pool.KV
+	// Log, when set, hears of records that do not decode.
+	Log hclog.Logger
+	// skipped counts records that did not decode and were left out.
+	skipped atomic.Uint64
+}
+
+// Skipped counts the records left out of listings because they do not
+// decode: one bad record must not hide every other pool.
+func (s *Store) Skipped() uint64 { return s.skipped.Load() }
+
+func (s *Store) skip(key string, err error) {
+	s.skipped.Add(1)
+	if s.Log != nil {
+		s.Log.Warn("skipping a record that does not decode", "key", key, "error", err)
+	}
 }
 
 // New returns a store under prefix (DefaultPrefix when empty).
@@ -143,7 +160,8 @@ func (s *Store) ListPools(ctx context.Context, waitIndex uint64, wait time.Durat
 	for _, pair := range pairs {
 		p, err := decodePool(pair)
 		if err != nil {
-			return nil, 0, err
+			s.skip(pair.Key, err)
+			continue
 		}
 		pools = append(pools, p)
 	}

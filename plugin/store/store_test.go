@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
@@ -279,5 +281,27 @@ func TestStore_GatewayKeyIsCreatedOnceForEveryone(t *testing.T) {
 	}
 	if other, err := New(c.Consul, "tp-other").GatewayKey(context.Background()); err != nil || string(other) == string(keys[0]) {
 		t.Fatalf("another prefix shares the key (%v)", err)
+	}
+}
+
+func TestStore_ListPoolsSkipsARecordThatDoesNotDecode(t *testing.T) {
+	c := cluster.New(t, cluster.Config{Name: "store-corrupt", ConsulOnly: true})
+	s := New(c.Consul, "tp-corrupt")
+	ctx := context.Background()
+	if err := s.CreatePool(ctx, newPool("p-good", "alice", "web")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Consul.KV().Put(&api.KVPair{Key: s.Layout().PoolKey("p-bad"), Value: []byte("{not json")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	pools, _, err := s.ListPools(ctx, 0, 0)
+	if err != nil {
+		t.Fatalf("one bad record broke the listing: %v", err)
+	}
+	if len(pools) != 1 || pools[0].ID != "p-good" {
+		t.Fatalf("pools %v, want only p-good", pools)
+	}
+	if s.Skipped() != 1 {
+		t.Fatalf("skipped %d, want the bad record counted", s.Skipped())
 	}
 }
