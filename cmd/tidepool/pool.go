@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"github.com/tidepool-run/tidepool/plugin/api/client"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -97,9 +100,7 @@ func poolCommands(ui cli.Ui) map[string]cli.CommandFactory {
 						return exitError
 					}
 				}
-				return poolAction("deleting", func(ctx context.Context, r *runner, ref string) (*api.PoolInfo, error) {
-					return r.client.DeletePool(ctx, ref)
-				})(ctx, r, args)
+				return poolAction("deleting", deleteWhenDrained)(ctx, r, args)
 			},
 		}),
 	}
@@ -236,3 +237,26 @@ func (g *groupCommand) Help() string {
 	return "Usage: tidepool " + g.name + " <subcommand> [options] [args]\n\n  " + g.synopsis + ".\n\n  Run `tidepool " + g.name + " -h` for the subcommands."
 }
 func (g *groupCommand) Run([]string) int { return cli.RunResultHelp }
+
+// deleteWhenDrained deletes a pool, waiting while the server refuses
+// because members are still draining (409): their in-flight work ends by
+// drain.timeout at the latest.
+func deleteWhenDrained(ctx context.Context, r *runner, ref string) (*api.PoolInfo, error) {
+	told := false
+	for {
+		info, err := r.client.DeletePool(ctx, ref)
+		var apiErr *client.Error
+		if err == nil || !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict || !strings.Contains(apiErr.Message, "draining") {
+			return info, err
+		}
+		if !told && !r.json {
+			r.ui.Output("Waiting for draining members to finish their in-flight work…")
+		}
+		told = true
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

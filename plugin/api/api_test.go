@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -42,6 +44,7 @@ const template = `job "t" {
 type apiEnv struct {
 	t                 *testing.T
 	url               string
+	store             *store.Store
 	admin, alice, bob string
 	// readOnly is carol's token without permissions.
 	readOnly string
@@ -57,7 +60,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	s := &Server{Store: st, Nomad: nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}}), Defaults: d, Log: hclog.NewNullLogger()}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	e := &apiEnv{t: t, url: srv.URL}
+	e := &apiEnv{t: t, url: srv.URL, store: st}
 
 	var boot TokenInfo
 	e.do("POST", "/api/tokens/bootstrap", "", nil, http.StatusCreated, &boot)
@@ -292,6 +295,18 @@ func TestAPI(t *testing.T) {
 			t.Fatalf("state %s after start", info.State)
 		}
 		e.do("POST", "/api/pools/web/stop", e.alice, nil, http.StatusOK, nil)
+		// A member still draining holds the delete back (409).
+		draining := &pool.Member{ID: "m-draining", PoolID: created.PoolID, Phase: pool.PhaseDraining, Generation: 1, Since: time.Now()}
+		if err := e.store.PutMembers(context.Background(), []*pool.Member{draining}); err != nil {
+			t.Fatal(err)
+		}
+		if b := e.do("DELETE", "/api/pools/web", e.alice, nil, http.StatusConflict, nil); !strings.Contains(string(b), "draining") {
+			t.Fatalf("409 without the reason: %s", b)
+		}
+		draining.Phase = pool.PhaseStopped
+		if err := e.store.PutMembers(context.Background(), []*pool.Member{draining}); err != nil {
+			t.Fatal(err)
+		}
 		e.do("DELETE", "/api/pools/web", e.alice, nil, http.StatusAccepted, &info)
 		if info.State != pool.StateDeleting {
 			t.Fatalf("state %s after delete", info.State)

@@ -195,6 +195,19 @@ func (s *Server) deletePool(c *gin.Context) {
 		c.JSON(http.StatusAccepted, s.info(c.Request.Context(), p))
 		return
 	}
+	// Deleting purges the job: a member still draining would lose the
+	// work it is finishing. Its drain ends at drain.timeout at the latest.
+	members, err := s.Store.ListMembers(c.Request.Context(), p.ID)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	for _, m := range members {
+		if m.Phase == pool.PhaseDraining {
+			abort(c, http.StatusConflict, fmt.Sprintf("member %s is still draining (it finishes in-flight work for at most drain.timeout, %s): delete the pool once its members have stopped", m.ID, p.Spec.Drain.Timeout))
+			return
+		}
+	}
 	if err := s.Store.MarkDeleting(c.Request.Context(), p, s.Now().UTC()); err != nil {
 		s.fail(c, err)
 		return
