@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -21,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tidepool-run/tidepool/gateway/routing"
+	"github.com/tidepool-run/tidepool/internal/blocking"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
@@ -49,6 +51,10 @@ type Config struct {
 	// Register: announce this gateway in Consul as tidepool-gateway, so
 	// the leader reads its stats.
 	Register bool
+	// DeregisterDelay is how long a stopping gateway fails its check
+	// before it stops accepting, so the leader and load balancers see it
+	// go first (default 2s: twice the check interval).
+	DeregisterDelay time.Duration
 	// OperatorAddr, when set, serves the operator endpoints (/v1/routes,
 	// /v1/stats, /metrics, /v1/health) there without a token: bind it to
 	// loopback or a private network. On HTTPAddr they always need an
@@ -78,9 +84,22 @@ type Gateway struct {
 	metrics *metrics
 	engine  *gin.Engine
 	rates   *rates
+	agent   registrar
+	// registered: the gateway is in Consul; stopping: it is shutting down.
+	// /v1/health answers 503 unless registered and not stopping.
+	registered, stopping atomic.Bool
 	// demandAt rate-limits demand marks: pool id → last mark (unix nanos).
 	demandAt sync.Map
 }
+
+// registrar is the part of Consul's agent API the gateway registers with;
+// *consulapi.Agent satisfies it.
+type registrar interface {
+	ServiceRegister(*consulapi.AgentServiceRegistration) error
+	ServiceDeregister(serviceID string) error
+}
+
+var _ registrar = (*consulapi.Agent)(nil)
 
 // markDemand writes the pool's demand mark in Consul KV, at most once a
 // second per pool, without holding up the request: the leader watches the
@@ -108,7 +127,7 @@ func DefaultConfig() Config {
 		HTTPAddr: "127.0.0.1:4681", Domain: "localhost", KVPrefix: "tidepool",
 		Name:            fmt.Sprintf("%s-%d", host, os.Getpid()),
 		UpstreamTimeout: 5 * time.Minute, ShutdownTimeout: 30 * time.Second,
-		MaxBatch: 100, QueueLimit: 10000, Register: true,
+		MaxBatch: 100, QueueLimit: 10000, Register: true, DeregisterDelay: 2 * time.Second,
 	}
 }
 
@@ -165,6 +184,7 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	g.watcher = routing.NewWatcher(consul, g.layout, g.stats, log)
 	g.tokens = newTokenCache(consul.KV(), g.layout, 10*time.Second)
 	g.keys = &gatewayKeys{kv: consul.KV(), layout: g.layout}
+	g.agent = consul.Agent()
 	g.metrics = newMetrics(g.watcher, g.stats)
 	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, cfg.QueueLimit, func(label string) (*routing.Route, bool) {
 		return g.watcher.Table().Lookup(label)
@@ -258,10 +278,16 @@ type healthBody struct {
 func (g *Gateway) health(c *gin.Context) {
 	body := healthBody{Status: "ok", Consul: g.watcher.ConsulOK(), Synced: g.watcher.Synced(),
 		Routes: g.watcher.Table().Len(), TableAgeSecs: g.watcher.Age().Seconds()}
-	if !body.Consul {
+	code := http.StatusOK
+	switch {
+	case g.stopping.Load():
+		body.Status, code = "shutting down: finishing in-flight work", http.StatusServiceUnavailable
+	case g.cfg.Register && !g.registered.Load():
+		body.Status, code = "not ready: not registered in Consul yet", http.StatusServiceUnavailable
+	case !body.Consul:
 		body.Status = "degraded: consul unreachable, serving the last routing table"
 	}
-	c.JSON(http.StatusOK, body)
+	c.JSON(code, body)
 }
 
 // Run serves until ctx is done, then stops accepting and lets in-flight
@@ -317,11 +343,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	g.log.Info("serving", "addr", ln.Addr().String(), "domain", g.cfg.Domain, "kv_prefix", g.layout.Prefix)
 
-	var serviceID string
+	regCtx, stopRegistering := context.WithCancel(context.Background())
+	registering := make(chan string, 1)
 	if g.cfg.Register {
-		if serviceID, err = g.register(ln.Addr().String()); err != nil {
-			g.log.Warn("could not register in Consul; the leader will not see this gateway's stats", "error", err)
-		}
+		go func() { registering <- g.registerUntilDone(regCtx, ln.Addr().String()) }()
+	} else {
+		registering <- ""
 	}
 
 	var runErr error
@@ -330,11 +357,23 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	case runErr = <-errc:
 	}
 	g.log.Info("shutting down", "timeout", g.cfg.ShutdownTimeout.String())
+	// Fail the check first, so the leader stops vouching for this gateway
+	// (drains wait) while in-flight work finishes; deregister last.
+	g.stopping.Store(true)
+	stopRegistering()
+	serviceID := <-registering
 	if serviceID != "" {
-		_ = g.consul.Agent().ServiceDeregister(serviceID)
+		time.Sleep(min(g.cfg.DeregisterDelay, g.cfg.ShutdownTimeout))
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
+	defer func() {
+		if serviceID != "" {
+			if err := g.agent.ServiceDeregister(serviceID); err != nil {
+				g.log.Warn("could not deregister from Consul; its check fails and Consul removes it after a minute", "error", err)
+			}
+		}
+	}()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		g.log.Warn("in-flight requests cut off at shutdown", "error", err)
 		_ = srv.Close()
@@ -348,6 +387,32 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	return runErr
 }
 
+// registerUntilDone registers the gateway, retrying with backoff until it
+// succeeds or ctx ends, and returns the service id ("" when it never got
+// registered). Until then /v1/health reports the gateway not ready: the
+// leader cannot see a gateway that is not registered, so it must not take
+// traffic that drains would not wait for.
+func (g *Gateway) registerUntilDone(ctx context.Context, addr string) string {
+	for failures := 0; ; failures++ {
+		id, err := g.register(addr)
+		if err == nil {
+			g.registered.Store(true)
+			if failures > 0 {
+				g.log.Info("registered in Consul", "after_failures", failures)
+			}
+			return id
+		}
+		if failures == 0 {
+			g.log.Warn("could not register in Consul; retrying, and reporting not ready until it works", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-time.After(blocking.Backoff(failures+1, 200*time.Millisecond, 10*time.Second)):
+		}
+	}
+}
+
 // register announces the gateway as tidepool-gateway with a health check
 // on its own health endpoint.
 func (g *Gateway) register(addr string) (string, error) {
@@ -357,7 +422,7 @@ func (g *Gateway) register(addr string) (string, error) {
 	}
 	port, _ := strconv.Atoi(portStr)
 	id := pool.GatewayService + "-" + g.cfg.Name
-	err = g.consul.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{
+	err = g.agent.ServiceRegister(&consulapi.AgentServiceRegistration{
 		ID: id, Name: pool.GatewayService, Address: host, Port: port,
 		Meta: map[string]string{"gateway": g.cfg.Name},
 		Check: &consulapi.AgentServiceCheck{
