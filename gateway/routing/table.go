@@ -57,6 +57,9 @@ type Table struct {
 	methods map[string]map[string][]*Route
 	// routable counts each pool's routable members.
 	routable map[string]int
+	// ready are the queues of pools with routable members: whoever waits
+	// in them is woken once the table is in place (Wake).
+	ready []*Queue
 	// MembersIndex is the KV index of the drain marks this table applied.
 	MembersIndex uint64
 }
@@ -129,6 +132,14 @@ func (t *Table) Each(fn func(label string, r *Route)) {
 	sort.Strings(labels)
 	for _, l := range labels {
 		fn(l, t.hosts[l])
+	}
+}
+
+// Wake signals the queues of pools this table routes to. Call it after
+// the table is current, so a woken request finds the members.
+func (t *Table) Wake() {
+	for _, q := range t.ready {
+		q.Signal()
 	}
 }
 
@@ -217,7 +228,7 @@ func Build(s Snapshot, stats *Registry) *Table {
 			}
 			if len(r.Backends) > 0 {
 				r.Waiting = false
-				queue.Signal() // members for whoever waits
+				t.ready = append(t.ready, queue)
 			}
 			t.routable[p.ID] = max(t.routable[p.ID], len(r.Backends))
 			pr.Ports[port.Number] = r

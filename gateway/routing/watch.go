@@ -278,6 +278,7 @@ func (w *Watcher) rebuild() {
 	w.builtAt.Store(time.Now().UnixNano())
 	onBuild := w.OnBuild
 	w.mu.Unlock()
+	t.Wake()
 	if onBuild != nil {
 		onBuild(t)
 	}
