@@ -59,7 +59,7 @@ func newEnv(t *testing.T) *env {
 		http: &http.Client{Timeout: 10 * time.Second},
 	}
 	apiAddr := testutil.FreeAddr(t)
-	testutil.StartProcess(t, "server", bin, e.c.Env(), "server", "-http-addr", apiAddr,
+	testutil.StartProcess(t, "server", bin, e.c.Env(), "server", "-http-addr", apiAddr, "-allowed-drivers", "raw_exec",
 		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
 	testutil.WaitHealthy(t, apiAddr)
 
