@@ -284,19 +284,12 @@ func (c *Cluster) stop(removeDir bool) {
 	}
 }
 
-func (c *Cluster) consulReady(ctx context.Context) error {
-	leader, err := c.Consul.Status().Leader()
-	if err != nil {
-		return err
-	}
-	if leader == "" {
-		return errors.New("no leader yet")
-	}
-	return nil
-}
+func (c *Cluster) consulReady(context.Context) error { return elected(c.Consul.Status().Leader()) }
 
-func (c *Cluster) nomadLeader(ctx context.Context) error {
-	leader, err := c.Nomad.Status().Leader()
+func (c *Cluster) nomadLeader(context.Context) error { return elected(c.Nomad.Status().Leader()) }
+
+// elected is nil when a status/leader call names a leader.
+func elected(leader string, err error) error {
 	if err != nil {
 		return err
 	}

@@ -104,22 +104,7 @@ func startNomadServer(dir, name, bin string, p nomadPortSet, consulAddr string, 
 	if hb.algorithm != "" {
 		fmt.Fprintf(&tuning, "  default_scheduler_config {\n    scheduler_algorithm = %q\n  }\n", hb.algorithm)
 	}
-	cfg := fmt.Sprintf(`name                 = %q
-data_dir             = %q
-bind_addr            = "127.0.0.1"
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-disable_update_check = true
-log_level            = "INFO"
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-consul {
+	cfg := nomadAgentHCL(name+"-server", dataDir, p) + fmt.Sprintf(`consul {
   address = %q
 }
 server {
@@ -129,7 +114,7 @@ server {
 client {
   enabled = false
 }
-`, name+"-server", dataDir, p.HTTP, p.RPC, p.Serf, consulAddr, tuning.String())
+`, consulAddr, tuning.String())
 	path := filepath.Join(sdir, "nomad.hcl")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, fmt.Errorf("write nomad server config: %w", err)
@@ -168,22 +153,7 @@ func newNode(dir, name, bin string, i int, serverRPC int, consulAddr, root strin
 	for k, v := range n.Meta {
 		fmt.Fprintf(&meta, "    %q = %q\n", k, v)
 	}
-	cfg := fmt.Sprintf(`name                 = %q
-data_dir             = %q
-bind_addr            = "127.0.0.1"
-advertise {
-  http = "127.0.0.1"
-  rpc  = "127.0.0.1"
-  serf = "127.0.0.1"
-}
-disable_update_check = true
-log_level            = "INFO"
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-consul {
+	cfg := nomadAgentHCL(n.Name, dataDir, p) + fmt.Sprintf(`consul {
   address          = %q
   client_auto_join = false
 }
@@ -199,12 +169,7 @@ client {
     "fingerprint.denylist" = %q
   }
 }
-plugin "raw_exec" {
-  config {
-    enabled = true
-  }
-}
-`, n.Name, dataDir, p.HTTP, p.RPC, p.Serf, consulAddr, serverRPC, n.ports.min, n.ports.max, meta.String(), fingerprintDenylist)
+`, consulAddr, serverRPC, n.ports.min, n.ports.max, meta.String(), fingerprintDenylist) + rawExecHCL
 	n.config = filepath.Join(n.dir, "nomad.hcl")
 	if err := os.WriteFile(n.config, []byte(cfg), 0o644); err != nil {
 		n.ports.release()

@@ -5,9 +5,7 @@ package multinode
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -58,10 +56,8 @@ func newEnv(t *testing.T) *env {
 		}),
 		http: &http.Client{Timeout: 10 * time.Second},
 	}
-	apiAddr := testutil.FreeAddr(t)
-	testutil.StartProcess(t, "server", bin, e.c.Env(), "server", "-http-addr", apiAddr, "-allowed-drivers", "raw_exec",
-		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
-	testutil.WaitHealthy(t, apiAddr)
+	apiAddr, _ := testutil.StartServer(t, bin, e.c.Env(), "-log-level", "debug")
+	_, e.api = testutil.Bootstrap(t, apiAddr)
 
 	src, err := os.ReadFile(filepath.Join(testutil.ModuleRoot(t), "jobspecs/tidepool-gateway.nomad.hcl"))
 	if err != nil {
@@ -77,12 +73,6 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("register the gateway job: %v", err)
 	}
 
-	anon, _ := client.New(apiAddr, "")
-	boot, err := anon.Bootstrap(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.api, _ = client.New(apiAddr, boot.Token)
 	return e
 }
 
@@ -187,21 +177,7 @@ func (e *env) startLoad(gw string, workers int) *load {
 }
 
 func (e *env) get(ctx context.Context, gw string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gw+"/hello", nil)
-	if err != nil {
-		return err
-	}
-	req.Host = host
-	resp, err := e.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(resp.Status + ": " + string(b))
-	}
-	return nil
+	return testutil.GetVia(ctx, e.http, gw, host, "/hello")
 }
 
 func (e *env) nodeStatus(ctx context.Context, id string) (string, error) {
@@ -348,16 +324,8 @@ func TestNodeLoss_MembersMoveToTheSurvivingNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%s ready again after %s", victim.Name, time.Since(restarted).Round(time.Millisecond))
-	checks := 0
-	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, "4 members and nothing more, 5s after the restart", func(ctx context.Context) error {
-		pl, err := e.settled(ctx, 4, survivor.Name, victim.Name)
-		if err != nil {
-			t.Errorf("after the restart: %v", err)
-			return nil // a duplicate is a failure, not something to wait out
-		}
-		if checks++; time.Since(restarted) < 5*time.Second {
-			return fmt.Errorf("watching (%d checks, placement %v)", checks, pl.byNode)
-		}
-		return nil
+	testutil.Never(t, 8*time.Second, 200*time.Millisecond, "a duplicate or missing member after the restart", func(ctx context.Context) error {
+		_, err := e.settled(ctx, 4, survivor.Name, victim.Name)
+		return err
 	})
 }

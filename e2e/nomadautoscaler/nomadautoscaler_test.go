@@ -86,16 +86,9 @@ func TestNomadAutoscaler_FixedValuePolicyScalesAPool(t *testing.T) {
 	plugin := testutil.BuildBinary(t, "./cmd/tidepool-autoscaler-target")
 	c := cluster.New(t, cluster.Config{Name: "as"})
 
-	apiAddr := testutil.FreeAddr(t)
-	testutil.StartProcess(t, "server", tidepool, c.Env(), "server", "-http-addr", apiAddr, "-allowed-drivers", "raw_exec", "-log-level", "debug")
-	testutil.WaitHealthy(t, apiAddr)
+	apiAddr, _ := testutil.StartServer(t, tidepool, c.Env(), "-log-level", "debug")
+	_, admin := testutil.Bootstrap(t, apiAddr)
 	ctx := context.Background()
-	anon, _ := client.New(apiAddr, "")
-	boot, err := anon.Bootstrap(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, _ := client.New(apiAddr, boot.Token)
 	// The plugin acts with an ordinary user's token, as an operator would
 	// give it.
 	alice, err := admin.CreateToken(ctx, "alice", []string{api.PermUsePools})

@@ -18,7 +18,6 @@ import (
 
 	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
-	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
@@ -111,16 +110,9 @@ func TestNomadUI_ShowsPoolMembersAsTaskGroupsWithMeta(t *testing.T) {
 	tidepool := testutil.BuildBinary(t, "./cmd/tidepool")
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
 	c := cluster.New(t, cluster.Config{Name: "ui"})
-	apiAddr := testutil.FreeAddr(t)
-	testutil.StartProcess(t, "server", tidepool, c.Env(), "server", "-http-addr", apiAddr, "-allowed-drivers", "raw_exec")
-	testutil.WaitHealthy(t, apiAddr)
+	apiAddr, _ := testutil.StartServer(t, tidepool, c.Env())
+	_, api := testutil.Bootstrap(t, apiAddr)
 	ctx := context.Background()
-	anon, _ := client.New(apiAddr, "")
-	boot, err := anon.Bootstrap(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api, _ := client.New(apiAddr, boot.Token)
 	info, err := api.CreatePool(ctx, &pool.Spec{
 		Name: "web", DesiredCount: 2, Active: true,
 		Ports:    []pool.Port{{Label: "http", Number: 8080, Protocol: pool.ProtocolHTTP, Public: true}},
