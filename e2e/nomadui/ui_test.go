@@ -72,7 +72,7 @@ func page(ctx context.Context) (string, error) {
 
 // show navigates to u and waits until the rendered page holds every want.
 // On failure it saves a screenshot and logs the page text.
-func show(t *testing.T, ctx context.Context, u string, want ...string) {
+func show(ctx context.Context, t *testing.T, u string, want ...string) {
 	t.Helper()
 	if err := chromedp.Run(ctx, chromedp.Navigate(u)); err != nil {
 		t.Fatalf("open %s: %v", u, err)
@@ -140,10 +140,10 @@ func TestNomadUI_ShowsPoolMembersAsTaskGroupsWithMeta(t *testing.T) {
 	for _, m := range info.Members {
 		want = append(want, m.ID)
 	}
-	show(t, b, job, want...)
+	show(b, t, job, want...)
 	t.Logf("job page rendered with %d member groups and the tidepool_* meta in %s", len(info.Members), time.Since(started).Round(time.Millisecond))
 
 	// A member's task group page shows its own meta.
 	m := info.Members[0]
-	show(t, b, job+"/"+url.PathEscape(m.ID), m.ID, nomadjob.MetaMember, nomadjob.MetaGeneration)
+	show(b, t, job+"/"+url.PathEscape(m.ID), m.ID, nomadjob.MetaMember, nomadjob.MetaGeneration)
 }
