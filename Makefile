@@ -21,12 +21,12 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
-tools: ## Build the pinned Consul and Nomad agents and install golangci-lint and gotestsum (cached)
+tools: ## Build the pinned Consul, Nomad and nomad-autoscaler agents and install golangci-lint and gotestsum (cached)
 	@scripts/install-tools.sh all >/dev/null
 
 .PHONY: agents
 agents:
-	@scripts/install-tools.sh agents gotestsum >/dev/null
+	@scripts/install-tools.sh agents chromium gotestsum >/dev/null
 
 .PHONY: build
 build: ## Build tidepool, tidepool-echo and tidepool-dev into bin/

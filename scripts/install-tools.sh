@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# install-tools.sh builds the pinned Consul and Nomad agents from the Go module
-# proxy and installs the pinned Go tools, caching everything outside the repo
-# keyed by version so a second run takes seconds.
+# install-tools.sh builds the pinned Consul, Nomad and nomad-autoscaler agents
+# from the Go module proxy and installs the pinned Go tools, caching
+# everything outside the repo keyed by version so a second run takes seconds.
+# With CI=true it also installs Debian's chromium (for the Nomad UI browser
+# test) when no Chromium is on the machine.
 #
-# Usage: scripts/install-tools.sh [consul|nomad|agents|golangci-lint|gotestsum|all]...
+# Usage: scripts/install-tools.sh [consul|nomad|nomad-autoscaler|chromium|agents|golangci-lint|gotestsum|all]...
 #        scripts/install-tools.sh --print-bin
 # Prints the cache's bin directory on the last line of stdout.
 #
@@ -17,6 +19,7 @@ NOMAD_VERSION=v1.11.3
 NOMAD_BUILD=$NOMAD_VERSION-ui
 # The only nomad/api pseudo-version the module proxy serves for Nomad v1.11.3.
 NOMAD_API_VERSION=v0.0.0-20260907080526-08ef8f3d26da
+NOMAD_AUTOSCALER_VERSION=v0.5.0
 GOLANGCI_LINT_VERSION=v2.15.0
 GOTESTSUM_VERSION=v1.13.0
 
@@ -55,7 +58,7 @@ build_agent() {
   chmod -R u+w "$work"
   (
     cd "$work"
-    go mod edit "$@"
+    if [ $# -gt 0 ]; then go mod edit "$@"; fi
     log "$name: resolving dependencies"
     GOFLAGS=-mod=mod GONOSUMDB="$module" GOTOOLCHAIN=local go mod download || die "$name: go mod download failed"
     log "$name: compiling"
@@ -84,6 +87,30 @@ nomad() {
     -require=github.com/hashicorp/nomad/api@"$NOMAD_API_VERSION"
 }
 
+# nomad-autoscaler's go.mod has no local replace directives and every
+# requirement resolves on the proxy, so it builds as published.
+nomad_autoscaler() {
+  build_agent nomad-autoscaler github.com/hashicorp/nomad-autoscaler "$NOMAD_AUTOSCALER_VERSION" "$NOMAD_AUTOSCALER_VERSION" ""
+}
+
+# chromium installs Debian's chromium for the Nomad UI browser test, on CI
+# only (a developer's machine is theirs to change); elsewhere the test skips
+# and says why.
+chromium() {
+  if type -P chromium >/dev/null || type -P chromium-browser >/dev/null; then  # PATH only: this function is named chromium too
+    return 0
+  fi
+  if [ "${CI:-}" != true ]; then
+    log "chromium is not installed; the Nomad UI browser test will skip (apt-get install chromium)"
+    return 0
+  fi
+  local sudo=
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  log "installing Debian's chromium (CI=true)"
+  $sudo apt-get update -qq >&2 || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >&2 || die "apt-get install chromium failed"
+}
+
 # go_tool NAME PKG VERSION installs a Go tool into $BIN as NAME-VERSION.
 go_tool() {
   local name=$1 pkg=$2 version=$3
@@ -110,11 +137,13 @@ for what in "$@"; do
   case $what in
     consul) consul ;;
     nomad) nomad ;;
+    nomad-autoscaler) nomad_autoscaler ;;
+    chromium) chromium ;;
     golangci-lint) golangci_lint ;;
     gotestsum) gotestsum ;;
-    agents) consul; nomad ;;
-    all) gotestsum; golangci_lint; consul; nomad ;;
-    *) die "unknown tool '$what' (want consul, nomad, agents, golangci-lint, gotestsum or all)" ;;
+    agents) consul; nomad; nomad_autoscaler ;;
+    all) gotestsum; golangci_lint; consul; nomad; nomad_autoscaler; chromium ;;
+    *) die "unknown tool '$what' (want consul, nomad, nomad-autoscaler, chromium, agents, golangci-lint, gotestsum or all)" ;;
   esac
 done
 echo "$BIN"

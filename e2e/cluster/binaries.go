@@ -36,11 +36,25 @@ func LocateBinaries() (Binaries, error) {
 		Nomad:  envOr("TIDEPOOL_NOMAD_BIN", filepath.Join(CacheDir(), "bin", "nomad")),
 	}
 	for name, path := range map[string]string{"consul": b.Consul, "nomad": b.Nomad} {
-		if fi, err := os.Stat(path); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			return Binaries{}, fmt.Errorf("%s agent not found at %s: run `make tools` to build the pinned agents", name, path)
+		if err := executable(name, path); err != nil {
+			return Binaries{}, err
 		}
 	}
 	return b, nil
+}
+
+// NomadAutoscaler finds the nomad-autoscaler agent: $TIDEPOOL_NOMAD_AUTOSCALER_BIN
+// when set, else the pinned build in CacheDir.
+func NomadAutoscaler() (string, error) {
+	path := envOr("TIDEPOOL_NOMAD_AUTOSCALER_BIN", filepath.Join(CacheDir(), "bin", "nomad-autoscaler"))
+	return path, executable("nomad-autoscaler", path)
+}
+
+func executable(name, path string) error {
+	if fi, err := os.Stat(path); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s agent not found at %s: run `make tools` to build the pinned agents", name, path)
+	}
+	return nil
 }
 
 func envOr(key, def string) string {

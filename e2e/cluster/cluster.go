@@ -1,12 +1,18 @@
-// Package cluster runs real Consul and Nomad dev agents for tests and for
-// `make dev`. Every cluster gets its own loopback ports, data directory and
-// block of Nomad dynamic ports, so several test packages can run clusters at
-// the same time.
+// Package cluster runs real Consul and Nomad agents for tests and for
+// `make dev`: one Consul dev agent with either one Nomad dev agent (server
+// and client in one) or, with Config.Clients, a Nomad server and that many
+// Nomad client agents as separate processes, each a "node" with its own
+// data directory, ports, name and meta. Every cluster gets its own loopback
+// ports, data directory and blocks of Nomad dynamic ports, so several test
+// packages can run clusters at the same time.
 //
 // Agents are started with a parent-death signal and in their own process
 // group: when the process that started them dies, however it dies, the agents
 // get SIGTERM and Nomad's dev mode destroys its allocations on the way out.
-// Stop kills what is left, and Start reaps clusters whose owner is gone.
+// Client agents outside dev mode keep their tasks when they stop, so a
+// multi-node cluster also runs a watchdog that kills everything under the
+// cluster directory when its owner dies. Stop kills what is left, and Start
+// reaps clusters whose owner is gone.
 package cluster
 
 import (
@@ -42,9 +48,22 @@ type Config struct {
 	Binaries Binaries
 	// ConsulOnly starts no Nomad agent, for tests of Consul-only code.
 	ConsulOnly bool
+	// Clients, when > 0, runs a Nomad server and this many Nomad client
+	// agents (Cluster.Nodes) instead of one dev agent.
+	Clients int
+	// HeartbeatTTL and HeartbeatGrace set the server's min_heartbeat_ttl
+	// and heartbeat_grace (multi-node only; zero keeps Nomad's 10s and 10s):
+	// a client that stops heartbeating is marked down after about TTL +
+	// grace. Tests of node loss shorten both.
+	HeartbeatTTL, HeartbeatGrace time.Duration
+	// SchedulerAlgorithm is the server's default scheduler algorithm
+	// (multi-node only): "binpack" (Nomad's default) or "spread", which
+	// places each allocation on the least used feasible node.
+	SchedulerAlgorithm string
 }
 
-// Cluster is a running pair of Consul and Nomad dev agents.
+// Cluster is a running Consul agent with a Nomad dev agent, or with a Nomad
+// server and client nodes.
 type Cluster struct {
 	// Dir holds the agents' configs, data and logs.
 	Dir string
@@ -52,19 +71,24 @@ type Cluster struct {
 	ConsulAddr string
 	// NomadAddr is Nomad's HTTP address as a URL (NOMAD_ADDR).
 	NomadAddr string
-	// MinDynamicPort and MaxDynamicPort bound the ports Nomad hands to tasks.
+	// MinDynamicPort and MaxDynamicPort bound the ports Nomad hands to tasks
+	// (of the dev agent; each of Nodes has its own).
 	MinDynamicPort, MaxDynamicPort int
+	// Nodes are the Nomad client agents of a multi-node cluster, in order.
+	Nodes []*Node
 
 	Consul *consulapi.Client
-	Nomad  *nomadapi.Client
+	// Nomad talks to the dev agent, or to the server of a multi-node cluster.
+	Nomad *nomadapi.Client
 
 	consul, nomad *agent
 	ports         *portBlock
+	watchdog      *watchdog
 }
 
 // Start launches Consul, then Nomad wired to it, and waits until Consul has a
-// leader and the Nomad node is ready with raw_exec healthy. On error nothing
-// is left running.
+// leader and every Nomad node is ready with raw_exec healthy. On error
+// nothing is left running.
 func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	if cfg.Name == "" {
 		cfg.Name = "tidepool"
@@ -93,13 +117,14 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
 	}
 	c = &Cluster{Dir: dir}
+	started := c // the error returns below set c to nil
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
 
-	if !cfg.ConsulOnly {
+	if !cfg.ConsulOnly && cfg.Clients == 0 {
 		if c.ports, err = lockPortBlock(cfg.Root); err != nil {
 			return nil, err
 		}
@@ -136,7 +161,22 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 		return nil, err
 	}
 	c.NomadAddr = fmt.Sprintf("http://127.0.0.1:%d", np.HTTP)
-	if c.nomad, err = startNomad(dir, cfg.Name, bins.Nomad, np, c.ConsulAddr, c.ports); err != nil {
+	if cfg.Clients > 0 {
+		if c.watchdog, err = startWatchdog(dir); err != nil {
+			return nil, err
+		}
+		hb := serverTuning{ttl: cfg.HeartbeatTTL, grace: cfg.HeartbeatGrace, algorithm: cfg.SchedulerAlgorithm}
+		if c.nomad, err = startNomadServer(dir, cfg.Name, bins.Nomad, np, c.ConsulAddr, hb); err != nil {
+			return nil, err
+		}
+		for i := range cfg.Clients {
+			n, err := newNode(dir, cfg.Name, bins.Nomad, i, np.RPC, c.ConsulAddr, cfg.Root)
+			if err != nil {
+				return nil, err
+			}
+			c.Nodes = append(c.Nodes, n)
+		}
+	} else if c.nomad, err = startNomad(dir, cfg.Name, bins.Nomad, np, c.ConsulAddr, c.ports); err != nil {
 		return nil, err
 	}
 	ncfg := nomadapi.DefaultConfig()
@@ -147,6 +187,15 @@ func Start(ctx context.Context, cfg Config) (c *Cluster, err error) {
 	ncfg.HttpClient = &http.Client{Timeout: 70 * time.Second}
 	if c.Nomad, err = nomadapi.NewClient(ncfg); err != nil {
 		return nil, fmt.Errorf("nomad client: %w", err)
+	}
+	if cfg.Clients > 0 {
+		if err := waitFor(ctx, c.nomad, "nomad server leader", c.nomadLeader); err != nil {
+			return nil, err
+		}
+		if err := c.waitNodes(ctx); err != nil {
+			return nil, err
+		}
+		return c, nil
 	}
 	if err := waitFor(ctx, c.nomad, "nomad node ready with raw_exec", c.nomadReady); err != nil {
 		return nil, err
@@ -167,9 +216,19 @@ func (c *Cluster) Env() []string {
 	}
 }
 
-// LogFiles returns the agents' log files, Consul's first.
+// LogFiles returns the agents' log files, Consul's first, then Nomad's
+// (dev agent or server), then the nodes'.
 func (c *Cluster) LogFiles() []string {
-	return []string{filepath.Join(c.Dir, "consul.log"), filepath.Join(c.Dir, "nomad.log")}
+	files := []string{filepath.Join(c.Dir, "consul.log")}
+	if c.nomad != nil {
+		files = append(files, c.nomad.logPath)
+	} else {
+		files = append(files, filepath.Join(c.Dir, "nomad.log"))
+	}
+	for _, n := range c.Nodes {
+		files = append(files, n.LogFile())
+	}
+	return files
 }
 
 // StopConsul kills the Consul agent alone, to test behaviour while Consul
@@ -192,8 +251,16 @@ func (c *Cluster) StopKeepDir() {
 }
 
 func (c *Cluster) stop(removeDir bool) {
-	// Nomad first, so it cannot restart tasks the sweep below kills.
-	for _, a := range []*agent{c.nomad, c.consul} {
+	if c.watchdog != nil {
+		c.watchdog.stop()
+	}
+	// Nomad first, clients before the server, so nothing restarts tasks the
+	// sweep below kills.
+	agents := make([]*agent, 0, len(c.Nodes)+2)
+	for _, n := range c.Nodes {
+		agents = append(agents, n.agent)
+	}
+	for _, a := range append(agents, c.nomad, c.consul) {
 		if a != nil {
 			a.kill()
 		}
@@ -206,13 +273,23 @@ func (c *Cluster) stop(removeDir bool) {
 		c.ports.release()
 		c.ports = nil
 	}
+	for _, n := range c.Nodes {
+		if n.ports != nil {
+			n.ports.release()
+			n.ports = nil
+		}
+	}
 	if removeDir && c.Dir != "" {
 		removeAll(c.Dir)
 	}
 }
 
-func (c *Cluster) consulReady(ctx context.Context) error {
-	leader, err := c.Consul.Status().Leader()
+func (c *Cluster) consulReady(context.Context) error { return elected(c.Consul.Status().Leader()) }
+
+func (c *Cluster) nomadLeader(context.Context) error { return elected(c.Nomad.Status().Leader()) }
+
+// elected is nil when a status/leader call names a leader.
+func elected(leader string, err error) error {
 	if err != nil {
 		return err
 	}

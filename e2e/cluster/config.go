@@ -69,17 +69,7 @@ func startNomad(dir, name, bin string, p nomadPortSet, consulAddr string, ports 
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create nomad data dir: %w", err)
 	}
-	cfg := fmt.Sprintf(`name                 = %q
-data_dir             = %q
-bind_addr            = "127.0.0.1"
-disable_update_check = true
-log_level            = "INFO"
-ports {
-  http = %d
-  rpc  = %d
-  serf = %d
-}
-consul {
+	cfg := nomadAgentHCL(name+"-nomad", dataDir, p) + fmt.Sprintf(`consul {
   address = %q
 }
 client {
@@ -90,15 +80,39 @@ client {
     "fingerprint.denylist" = %q
   }
 }
-plugin "raw_exec" {
-  config {
-    enabled = true
-  }
-}
-`, name+"-nomad", dataDir, p.HTTP, p.RPC, p.Serf, consulAddr, ports.min, ports.max, fingerprintDenylist)
+`, consulAddr, ports.min, ports.max, fingerprintDenylist) + rawExecHCL
 	path := filepath.Join(dir, "nomad.hcl")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, fmt.Errorf("write nomad config: %w", err)
 	}
 	return startAgent(dir, "nomad", bin, "agent", "-dev", "-config="+path)
 }
+
+// nomadAgentHCL is the part of every Nomad agent's config that says who it
+// is and where it listens: on loopback only, at the given ports.
+func nomadAgentHCL(name, dataDir string, p nomadPortSet) string {
+	return fmt.Sprintf(`name                 = %q
+data_dir             = %q
+bind_addr            = "127.0.0.1"
+advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+disable_update_check = true
+log_level            = "INFO"
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+`, name, dataDir, p.HTTP, p.RPC, p.Serf)
+}
+
+// rawExecHCL enables the raw_exec driver, which test templates use.
+const rawExecHCL = `plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+`

@@ -6,9 +6,7 @@ package selfhost
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -114,17 +112,6 @@ func TestSelfHosted_ControllersAndGatewayOnNomad(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 90*time.Second, 250*time.Millisecond, "a request through the Nomad-run gateway", func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gateways[0]+"/hello", nil)
-		req.Host = "admin--web--8080.localhost"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = resp.Body.Close() }()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			return errors.New(resp.Status + ": " + string(b))
-		}
-		return nil
+		return testutil.GetVia(ctx, http.DefaultClient, gateways[0], "admin--web--8080.localhost", "/hello")
 	})
 }

@@ -19,6 +19,8 @@ type EchoJob struct {
 	// NoRestart makes a crashed member dead at once (no restarts, no
 	// reschedules), so Tidepool replaces it.
 	NoRestart bool
+	// JobBlocks is HCL added at job level, e.g. a constraint or spread.
+	JobBlocks string
 }
 
 // HCL renders the jobspec.
@@ -28,7 +30,9 @@ func (j EchoJob) HCL() string {
 		ports = []string{"http"}
 	}
 	var b strings.Builder
-	b.WriteString("job \"echo\" {\n  group \"echo\" {\n    network {\n")
+	b.WriteString("job \"echo\" {\n")
+	b.WriteString(j.JobBlocks)
+	b.WriteString("  group \"echo\" {\n    network {\n")
 	for _, p := range ports {
 		fmt.Fprintf(&b, "      port %q {}\n", p)
 	}

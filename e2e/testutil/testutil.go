@@ -4,6 +4,8 @@ package testutil
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -116,6 +118,26 @@ func WaitHealthy(t testing.TB, addr string) {
 		_ = resp.Body.Close()
 		return nil
 	})
+}
+
+// GetVia sends GET path to a gateway for host, and returns nil only for a
+// 200 answer.
+func GetVia(ctx context.Context, hc *http.Client, gateway, host, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gateway+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Host = host
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(resp.Status + ": " + string(b))
+	}
+	return nil
 }
 
 // HoldDrains registers a tidepool-gateway in Consul that nothing answers

@@ -80,6 +80,37 @@ func TestDesired_NewJobStampsMembers(t *testing.T) {
 	}
 }
 
+// A template asks for placement with Nomad's own blocks; every one of them,
+// at job and at group level, reaches the pool's job unchanged.
+func TestDesired_KeepsTemplatePlacement(t *testing.T) {
+	tmpl := testTemplate()
+	jobConstraint := &api.Constraint{LTarget: "${meta.zone}", Operand: api.ConstraintDistinctProperty, RTarget: "2"}
+	jobSpread := &api.Spread{Attribute: "${node.datacenter}", Weight: new(int8(50))}
+	jobAffinity := &api.Affinity{LTarget: "${node.class}", Operand: "=", RTarget: "fast", Weight: new(int8(20))}
+	groupConstraint := &api.Constraint{LTarget: "${attr.kernel.name}", Operand: "=", RTarget: "linux"}
+	groupSpread := &api.Spread{Attribute: "${meta.zone}"}
+	tmpl.Constraints = []*api.Constraint{jobConstraint}
+	tmpl.Spreads = []*api.Spread{jobSpread}
+	tmpl.Affinities = []*api.Affinity{jobAffinity}
+	tmpl.TaskGroups[0].Constraints = []*api.Constraint{groupConstraint}
+	tmpl.TaskGroups[0].Spreads = []*api.Spread{groupSpread}
+
+	job, _, err := Desired(testPool(), nil, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseRunning, 2, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(job.Constraints, []*api.Constraint{jobConstraint}) ||
+		!reflect.DeepEqual(job.Spreads, []*api.Spread{jobSpread}) ||
+		!reflect.DeepEqual(job.Affinities, []*api.Affinity{jobAffinity}) {
+		t.Errorf("job placement: constraints %v spreads %v affinities %v", job.Constraints, job.Spreads, job.Affinities)
+	}
+	for _, tg := range job.TaskGroups {
+		if !reflect.DeepEqual(tg.Constraints, []*api.Constraint{groupConstraint}) || !reflect.DeepEqual(tg.Spreads, []*api.Spread{groupSpread}) {
+			t.Errorf("group %s placement: constraints %v spreads %v", *tg.Name, tg.Constraints, tg.Spreads)
+		}
+	}
+}
+
 // registered simulates what Nomad returns for a job Tidepool registered.
 func registered(t *testing.T, p *pool.Pool, members ...*pool.Member) *api.Job {
 	t.Helper()
