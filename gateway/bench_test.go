@@ -1,19 +1,19 @@
 package gateway
 
 import (
-	"runtime"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
-
-	"github.com/tidepool-run/tidepool/gateway/routing"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/tidepool-run/tidepool/gateway/routing"
 )
 
 // BenchmarkGateway_ServeHTTP measures the request path — routing, member

@@ -87,7 +87,7 @@ type pickTransport struct {
 	lookup func(label string) (*routing.Route, bool)
 	// queueLimit bounds each pool's queue.
 	queueLimit int
-	metrics *metrics
+	metrics    *metrics
 	// demand tells the controllers that a pool with no routable member
 	// holds a request, so it scales up without waiting for a scrape.
 	demand func(poolID string)

@@ -18,7 +18,6 @@ type flakyAgent struct {
 	mu       sync.Mutex
 	failures int
 	events   []string
-	health   func() int // the gateway's /v1/health status, read at each event
 }
 
 func (a *flakyAgent) ServiceRegister(*consulapi.AgentServiceRegistration) error {

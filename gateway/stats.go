@@ -45,9 +45,9 @@ func (g *Gateway) serveStats(c *gin.Context) {
 		})
 	})
 	table := g.watcher.Table()
-	out.Pools = []pool.PoolDemand{}
+	out.Pools = []pool.Demand{}
 	g.stats.EachQueue(func(poolID string, q *routing.Queue) {
-		out.Pools = append(out.Pools, pool.PoolDemand{PoolID: poolID, Held: q.Held(), Routable: table.Routable(poolID)})
+		out.Pools = append(out.Pools, pool.Demand{PoolID: poolID, Held: q.Held(), Routable: table.Routable(poolID)})
 	})
 	body, err := json.Marshal(out)
 	if err != nil {

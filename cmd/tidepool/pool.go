@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/hashicorp/cli"
 
 	"github.com/tidepool-run/tidepool/plugin/api"
+	"github.com/tidepool-run/tidepool/plugin/api/client"
 )
 
 func poolCommands(ui cli.Ui) map[string]cli.CommandFactory {

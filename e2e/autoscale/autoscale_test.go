@@ -158,8 +158,11 @@ func TestAutoscale_ToZeroAndBackOnTheNextRequest(t *testing.T) {
 			return fmt.Errorf("desired %d, %d alive", info.Autoscaling.Desired, info.AliveMembers)
 		}
 		passing, err := testutil.Passing(ctx, e.c.Consul, "as-api")
-		if err != nil || len(passing) != 0 {
-			return fmt.Errorf("still passing in Consul: %v %v", passing, err)
+		if err != nil {
+			return err
+		}
+		if len(passing) != 0 {
+			return fmt.Errorf("still passing in Consul: %v", passing)
 		}
 		allocs, _, err := e.c.Nomad.Jobs().Allocations(info.NomadJobID, false, nil)
 		if err != nil {

@@ -108,7 +108,9 @@ func TestQueue_HeadLeavingPassesTheSignalOn(t *testing.T) {
 	s.free = 1 // a slot frees up without a signal reaching the second
 	s.mu.Unlock()
 	leaveHead()
-	<-headDone
+	if err := <-headDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the head that left: %v", err)
+	}
 	select {
 	case err := <-second:
 		if err != nil {

@@ -27,11 +27,11 @@ type GatewayStats struct {
 	Members []MemberStats `json:"members"`
 	// Pools is the demand the gateway sees per pool beyond its members'
 	// work: requests it holds, and how many members it can route to.
-	Pools []PoolDemand `json:"pools"`
+	Pools []Demand `json:"pools"`
 }
 
-// PoolDemand is one pool's demand at one gateway.
-type PoolDemand struct {
+// Demand is one pool's demand at one gateway.
+type Demand struct {
 	PoolID string `json:"pool_id"`
 	// Held requests wait in the gateway's queue for a member or a slot.
 	Held int64 `json:"held"`
