@@ -15,9 +15,10 @@ type tcpEcho struct {
 	ln  net.Listener
 	log hclog.Logger
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closing bool // set by shutdown; no connection is added after it
+	wg      sync.WaitGroup
 }
 
 func newTCPEcho(ln net.Listener, log hclog.Logger) *tcpEcho {
@@ -34,9 +35,17 @@ func (e *tcpEcho) serve() {
 			return
 		}
 		e.mu.Lock()
+		if e.closing {
+			e.mu.Unlock()
+			_ = c.Close()
+			return
+		}
 		e.conns[c] = struct{}{}
+		// Added under the lock, before shutdown can start waiting.
+		e.wg.Add(1)
 		e.mu.Unlock()
-		e.wg.Go(func() {
+		go func() {
+			defer e.wg.Done()
 			defer func() {
 				e.mu.Lock()
 				delete(e.conns, c)
@@ -44,13 +53,16 @@ func (e *tcpEcho) serve() {
 				_ = c.Close()
 			}()
 			_, _ = io.Copy(c, c)
-		})
+		}()
 	}
 }
 
 // shutdown stops accepting, lets open connections run until ctx is done and
 // then closes them.
 func (e *tcpEcho) shutdown(ctx context.Context) {
+	e.mu.Lock()
+	e.closing = true
+	e.mu.Unlock()
 	_ = e.ln.Close()
 	done := make(chan struct{})
 	go func() { e.wg.Wait(); close(done) }()
