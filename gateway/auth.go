@@ -50,7 +50,21 @@ func newTokenCache(kv *consulapi.KV, layout pool.KV, ttl time.Duration) *tokenCa
 var (
 	errNoToken  = errors.New("this port needs a token: send Authorization: Bearer <token>")
 	errBadToken = errors.New("invalid token")
+	// errTokenUnchecked: Consul could not be asked about a token never
+	// seen before; the caller should retry (503), not give up (401).
+	errTokenUnchecked = errors.New("cannot check the token right now: Consul is unreachable; retry")
 )
+
+// tokenLookupTimeout bounds one token lookup in Consul.
+const tokenLookupTimeout = 2 * time.Second
+
+// authStatus is the status for an authentication error.
+func authStatus(err error) int {
+	if errors.Is(err, errTokenUnchecked) {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusUnauthorized
+}
 
 // caller authenticates the request's bearer token.
 func (t *tokenCache) caller(r *http.Request) (*caller, error) {
@@ -64,14 +78,15 @@ func (t *tokenCache) caller(r *http.Request) (*caller, error) {
 	e, ok := t.entries[hash]
 	t.mu.Unlock()
 	if !ok || now.After(e.expires) {
-		var err error
-		if e, err = t.fetch(r, hash, now); err != nil {
-			if ok {
-				e.expires = now // Consul unreachable: keep the last answer
-			} else {
-				return nil, err
-			}
+		fresh, err := t.fetch(r, hash, now)
+		switch {
+		case err == nil:
+			e = fresh
+		case !ok:
+			return nil, err // never seen, and Consul cannot say: 503
 		}
+		// Consul unreachable: the last answer stands until it can be
+		// checked again.
 	}
 	if e.caller == nil {
 		return nil, errBadToken
@@ -80,9 +95,11 @@ func (t *tokenCache) caller(r *http.Request) (*caller, error) {
 }
 
 func (t *tokenCache) fetch(r *http.Request, hash string, now time.Time) (tokenEntry, error) {
-	pair, _, err := t.kv.Get(t.layout.TokenKey(hash), (&consulapi.QueryOptions{AllowStale: true}).WithContext(r.Context()))
+	ctx, cancel := context.WithTimeout(r.Context(), tokenLookupTimeout)
+	defer cancel()
+	pair, _, err := t.kv.Get(t.layout.TokenKey(hash), (&consulapi.QueryOptions{AllowStale: true}).WithContext(ctx))
 	if err != nil {
-		return tokenEntry{}, errors.New("cannot check the token right now")
+		return tokenEntry{}, errTokenUnchecked
 	}
 	e := tokenEntry{expires: now.Add(t.ttl)}
 	if pair != nil {

@@ -255,7 +255,7 @@ func (g *Gateway) operator(c *gin.Context) bool {
 	cl, err := g.tokens.caller(c.Request)
 	switch {
 	case err != nil:
-		writeError(c.Writer, http.StatusUnauthorized, err.Error()+" (operator endpoints need an admin token, or the gateway's operator listener)")
+		writeError(c.Writer, authStatus(err), err.Error()+" (operator endpoints need an admin token, or the gateway's operator listener)")
 		return false
 	case !cl.admin():
 		writeError(c.Writer, http.StatusForbidden, "operator endpoints need an admin token")

@@ -323,7 +323,7 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		caller, err := g.tokens.caller(r)
 		switch {
 		case err != nil:
-			writeError(w, http.StatusUnauthorized, err.Error())
+			writeError(w, authStatus(err), err.Error())
 			return
 		case !caller.mayUse(route.Owner):
 			writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)

@@ -281,3 +281,31 @@ func TestServeHost_DomainIsCaseInsensitive(t *testing.T) {
 		}
 	}
 }
+
+func TestTokens_ConsulOutage(t *testing.T) {
+	upstream := headerEcho(t)
+	g := newStaticGatewayPort(t, upstream.Listener.Addr().String(), false) // Consul at 127.0.0.1:1: unreachable
+	knowToken(g, "alice-secret", "alice", pool.PermUsePools)
+	g.tokens.mu.Lock()
+	e := g.tokens.entries[pool.HashToken("alice-secret")]
+	e.expires = time.Now().Add(-time.Minute) // due for a check Consul cannot answer
+	g.tokens.entries[pool.HashToken("alice-secret")] = e
+	g.tokens.mu.Unlock()
+	for _, tt := range []struct {
+		name, token string
+		want        int
+	}{
+		{"a token seen before keeps working", "alice-secret", http.StatusOK},
+		{"an unknown token cannot be checked: retry, not rejected", "never-seen", http.StatusServiceUnavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "http://alice--web--8080.localhost/", nil)
+			req.Header.Set("Authorization", "Bearer "+tt.token)
+			rec := httptest.NewRecorder()
+			g.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tt.want, rec.Body)
+			}
+		})
+	}
+}

@@ -25,7 +25,7 @@ const maxRPCBody = 4 << 20
 func (g *Gateway) callMethods(c *gin.Context) {
 	cl, err := g.tokens.caller(c.Request)
 	if err != nil {
-		writeError(c.Writer, http.StatusUnauthorized, err.Error())
+		writeError(c.Writer, authStatus(err), err.Error())
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxRPCBody))

@@ -71,7 +71,7 @@ func pipe(a, b net.Conn) {
 func (g *Gateway) tunnel(c *gin.Context) {
 	cl, err := g.tokens.caller(c.Request)
 	if err != nil {
-		writeError(c.Writer, http.StatusUnauthorized, err.Error())
+		writeError(c.Writer, authStatus(err), err.Error())
 		return
 	}
 	port, err := strconv.Atoi(c.Param("port"))
