@@ -20,6 +20,7 @@ import (
 	"github.com/gin-gonic/gin"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/netutil"
 
 	"github.com/tidepool-run/tidepool/gateway/routing"
 	"github.com/tidepool-run/tidepool/internal/blocking"
@@ -51,6 +52,8 @@ type Config struct {
 	// Register: announce this gateway in Consul as tidepool-gateway, so
 	// the leader reads its stats.
 	Register bool
+	// MaxConns bounds the open client connections of HTTPAddr.
+	MaxConns int
 	// DeregisterDelay is how long a stopping gateway fails its check
 	// before it stops accepting, so the leader and load balancers see it
 	// go first (default 2s: twice the check interval).
@@ -127,7 +130,7 @@ func DefaultConfig() Config {
 		HTTPAddr: "127.0.0.1:4681", Domain: "localhost", KVPrefix: "tidepool",
 		Name:            fmt.Sprintf("%s-%d", host, os.Getpid()),
 		UpstreamTimeout: 5 * time.Minute, ShutdownTimeout: 30 * time.Second,
-		MaxBatch: 100, QueueLimit: 10000, Register: true, DeregisterDelay: 2 * time.Second,
+		MaxBatch: 100, QueueLimit: 10000, MaxConns: 50000, Register: true, DeregisterDelay: 2 * time.Second,
 	}
 }
 
@@ -175,6 +178,9 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	}
 	if cfg.QueueLimit == 0 {
 		cfg.QueueLimit = def.QueueLimit
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = def.MaxConns
 	}
 	log = log.Named("gateway")
 	g := &Gateway{
@@ -316,7 +322,11 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 
-	srv := &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second}
+	// No ReadTimeout or WriteTimeout: WebSocket tunnels, streams and long
+	// requests are the gateway's business; headers and idle keep-alive
+	// connections are bounded, and so is the number of connections.
+	srv := &http.Server{Handler: g, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 64 << 10}
+	ln = netutil.LimitListener(ln, g.cfg.MaxConns)
 	errc := make(chan error, 2)
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -333,7 +343,8 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 			wg.Wait()
 			return fmt.Errorf("operator listener: %w", err)
 		}
-		opSrv = &http.Server{Handler: g.operatorHandler(), ReadHeaderTimeout: 10 * time.Second}
+		opSrv = &http.Server{Handler: g.operatorHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 		go func() {
 			if err := opSrv.Serve(opLn); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/cli"
+	"golang.org/x/net/netutil"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	nomadapi "github.com/hashicorp/nomad/api"
@@ -77,6 +78,9 @@ func (c *serverCommand) Run(args []string) int {
 	return exitOK
 }
 
+// maxAPIConns bounds the API's open connections.
+const maxAPIConns = 1024
+
 func runServer(ctx context.Context, cfg serverConfig) error {
 	log := hclog.New(&hclog.LoggerOptions{Name: "tidepool", Level: hclog.LevelFromString(cfg.LogLevel), JSONFormat: false})
 
@@ -108,7 +112,10 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		Store: st, Nomad: driver, Lead: elector, Defaults: cfg.Defaults, Traffic: traffic,
 		Version: versionString(), Log: log.Named("api"),
 	}
-	srv := &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// API requests are small (bodies at most 1 MiB): bound every phase.
+	srv := &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	ln = netutil.LimitListener(ln, maxAPIConns)
 	log.Info("serving API", "addr", ln.Addr().String(), "name", cfg.Name, "kv_prefix", st.Prefix())
 
 	var wg sync.WaitGroup
