@@ -232,6 +232,16 @@ func FormatDiagnostic(d *hcl.Diagnostic) string {
 	if d.Detail != "" {
 		msg += "; " + d.Detail
 	}
+	// HCL's type errors read like its internals ("Unsuitable value type;
+	// Unsuitable value: value must be a whole number, between
+	// -9223372036854775808 and ..."): say what is wrong, plainly.
+	if detail, ok := strings.CutPrefix(d.Detail, "Unsuitable value: "); ok {
+		detail = strings.TrimPrefix(detail, "value ")
+		if i := strings.Index(detail, ", between -9223372036854775808"); i >= 0 {
+			detail = detail[:i]
+		}
+		msg = detail
+	}
 	if d.Subject == nil {
 		return msg
 	}
