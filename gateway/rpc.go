@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gin-gonic/gin"
 
@@ -16,8 +17,16 @@ import (
 	"github.com/tidepool-run/tidepool/gateway/routing"
 )
 
-// maxRPCBody bounds a JSON-RPC request body.
+// maxRPCBody bounds a JSON-RPC request body and one member's answer.
 const maxRPCBody = 4 << 20
+
+// maxRPCReply bounds the answers of one batch together, so a batch of
+// large answers cannot hold 100 × maxRPCBody in memory.
+const maxRPCReply = 16 << 20
+
+// errReplyTooLarge: a member's answer did not fit what was left of the
+// batch's reply budget.
+var errReplyTooLarge = errors.New("the member's answer is too large for this batch (at most 4 MiB per call, 16 MiB per batch)")
 
 // callMethods serves POST /api/methods/call: each call of a single
 // request, batch or notification goes to the least busy member of a pool
@@ -47,6 +56,8 @@ func (g *Gateway) callMethods(c *gin.Context) {
 	}
 
 	table := g.watcher.Table()
+	var budget atomic.Int64
+	budget.Store(maxRPCReply)
 	results := make([]*jsonrpc.Response, len(reqs))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
@@ -54,7 +65,7 @@ func (g *Gateway) callMethods(c *gin.Context) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i] = g.call(c.Request.Context(), table, cl, &reqs[i])
+			results[i] = g.call(c.Request.Context(), table, cl, &reqs[i], &budget)
 		})
 	}
 	wg.Wait()
@@ -92,7 +103,7 @@ func rpcStatus(r *jsonrpc.Response) int {
 }
 
 // call routes one request; nil means no answer (a notification).
-func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, req *jsonrpc.Request) *jsonrpc.Response {
+func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, req *jsonrpc.Request, budget *atomic.Int64) *jsonrpc.Response {
 	reply := func(r jsonrpc.Response) *jsonrpc.Response {
 		if req.IsNotification() {
 			return nil
@@ -122,7 +133,7 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 		tried = append(tried, lease.Backend)
 		resp, err := func() (*jsonrpc.Response, error) {
 			defer lease.Release()
-			return g.forward(ctx, lease.Route, lease.Backend, cl, body)
+			return g.forward(ctx, lease.Route, lease.Backend, cl, body, budget)
 		}()
 		if err != nil && isDialError(err) {
 			continue
@@ -141,7 +152,7 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 
 // forward posts one call to a member's method path; the caller holds the
 // member's lease.
-func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.Backend, cl *caller, body []byte) (*jsonrpc.Response, error) {
+func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.Backend, cl *caller, body []byte, budget *atomic.Int64) (*jsonrpc.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+b.Addr+route.MethodPath, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -156,9 +167,13 @@ func (g *Gateway) forward(ctx context.Context, route *routing.Route, b *routing.
 	if resp.StatusCode == http.StatusNoContent {
 		return nil, nil
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxRPCBody))
+	limit := min(int64(maxRPCBody), budget.Load())
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, err
+	}
+	if int64(len(raw)) > limit || budget.Add(-int64(len(raw))) < 0 {
+		return nil, errReplyTooLarge
 	}
 	var out jsonrpc.Response
 	if err := json.Unmarshal(raw, &out); err != nil {
