@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/cli"
-	"golang.org/x/net/netutil"
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	nomadapi "github.com/hashicorp/nomad/api"
+	"golang.org/x/net/netutil"
 
 	"github.com/tidepool-run/tidepool/plugin/api"
 	"github.com/tidepool-run/tidepool/plugin/controller"
