@@ -100,9 +100,15 @@ func (e *Elector) term(ctx context.Context, fn func(ctx context.Context) error) 
 		return nil // ctx done while waiting
 	}
 
+	// The session that holds the lock fences every write of this term.
+	pair, _, err := e.client.KV().Get(e.cfg.Key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil || pair == nil || pair.Session == "" {
+		_ = lock.Unlock()
+		return fmt.Errorf("read the lock's session: %w", errors.Join(err, errors.New("lock not held")))
+	}
 	e.leader.Store(true)
-	e.log.Info("acquired leadership", "key", e.cfg.Key)
-	leadCtx, cancel := context.WithCancel(ctx)
+	e.log.Info("acquired leadership", "key", e.cfg.Key, "session", pair.Session)
+	leadCtx, cancel := context.WithCancel(WithFence(ctx, Fence{Key: e.cfg.Key, Session: pair.Session}))
 	go func() {
 		select {
 		case <-lost:
@@ -125,4 +131,24 @@ func (e *Elector) term(ctx context.Context, fn func(ctx context.Context) error) 
 		return runErr
 	}
 	return nil
+}
+
+// Fence names the leader lock and the session holding it. Writes made
+// while leading carry it — Consul KV transactions check that the session
+// still holds the lock (check-session) — so a leader that was paused past
+// its session (SIGSTOP, a long GC, a partition) cannot write anything once
+// a standby has taken over, even before it notices.
+type Fence struct{ Key, Session string }
+
+type fenceKey struct{}
+
+// WithFence returns ctx carrying f: leadership travels with the context.
+func WithFence(ctx context.Context, f Fence) context.Context {
+	return context.WithValue(ctx, fenceKey{}, f)
+}
+
+// FenceOf returns the fence ctx carries, if it was made while leading.
+func FenceOf(ctx context.Context) (Fence, bool) {
+	f, ok := ctx.Value(fenceKey{}).(Fence)
+	return f, ok
 }

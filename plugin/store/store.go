@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tidepool-run/tidepool/plugin/leader"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
@@ -348,6 +349,12 @@ func (s *Store) DeleteMembers(ctx context.Context, ms []*pool.Member) error {
 
 // run executes a transaction; a failed check-and-set is ErrConflict.
 func (s *Store) run(ctx context.Context, ops api.TxnOps) (*api.TxnResponse, error) {
+	fenced := false
+	if f, ok := leader.FenceOf(ctx); ok {
+		// A leader's write lands only while its session holds the lock.
+		ops = append(api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: f.Key, Session: f.Session}}}, ops...)
+		fenced = true
+	}
 	ok, res, _, err := s.txn.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("consul transaction: %w", err)
@@ -358,6 +365,9 @@ func (s *Store) run(ctx context.Context, ops api.TxnOps) (*api.TxnResponse, erro
 			msgs = append(msgs, e.What)
 		}
 		return nil, fmt.Errorf("%w (%s)", ErrConflict, strings.Join(msgs, "; "))
+	}
+	if fenced {
+		res.Results = res.Results[1:] // callers index their own operations
 	}
 	return res, nil
 }

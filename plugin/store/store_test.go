@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tidepool-run/tidepool/e2e/cluster"
+	"github.com/tidepool-run/tidepool/plugin/leader"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
@@ -303,5 +304,56 @@ func TestStore_ListPoolsSkipsARecordThatDoesNotDecode(t *testing.T) {
 	}
 	if s.Skipped() != 1 {
 		t.Fatalf("skipped %d, want the bad record counted", s.Skipped())
+	}
+}
+
+func TestStore_FencedWritesLandOnlyWhileTheSessionHoldsTheLock(t *testing.T) {
+	c := cluster.New(t, cluster.Config{Name: "store-fence", ConsulOnly: true})
+	s := New(c.Consul, "tp-fence")
+	ctx := context.Background()
+	p := newPool("p-1", "alice", "web")
+	if err := s.CreatePool(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	lockKey := s.Layout().LeaderKey()
+	session := func() string {
+		id, _, err := c.Consul.Session().Create(&api.SessionEntry{TTL: "10s", Behavior: api.SessionBehaviorRelease}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	old := session()
+	if ok, _, err := c.Consul.KV().Acquire(&api.KVPair{Key: lockKey, Session: old}, nil); err != nil || !ok {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	leading := leader.WithFence(ctx, leader.Fence{Key: lockKey, Session: old})
+	m := &pool.Member{ID: "m-1", PoolID: p.ID, Phase: pool.PhaseRunning, Generation: 1}
+	if err := s.PutMembers(leading, []*pool.Member{m}); err != nil {
+		t.Fatalf("a write while leading: %v", err)
+	}
+	sc := &pool.Scale{Desired: 3}
+	if err := s.PutScale(leading, p.ID, p.ModifyIndex, sc); err != nil || sc.ModifyIndex == 0 {
+		t.Fatalf("a fenced scale write: %v (index %d)", err, sc.ModifyIndex)
+	}
+
+	// A new session holds the lock: the old leader, paused until now,
+	// writes with its old fence.
+	if _, _, err := c.Consul.KV().Release(&api.KVPair{Key: lockKey, Session: old}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := c.Consul.KV().Acquire(&api.KVPair{Key: lockKey, Session: session()}, nil); err != nil || !ok {
+		t.Fatalf("the new leader acquires: %v %v", ok, err)
+	}
+	m.Phase = pool.PhaseDraining
+	if err := s.PutMembers(leading, []*pool.Member{m}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a deposed leader's write: %v, want ErrConflict", err)
+	}
+	got, err := s.ListMembers(ctx, p.ID)
+	if err != nil || len(got) != 1 || got[0].Phase != pool.PhaseRunning {
+		t.Fatalf("members after the deposed write: %+v %v", got, err)
+	}
+	if err := s.DeleteMembers(leading, got); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a deposed leader's delete: %v, want ErrConflict", err)
 	}
 }
