@@ -149,6 +149,12 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// every other one takes a new slot.
 		if !a.lease.Held() || len(a.tried) > 0 {
 			a.lease.Release()
+			if len(a.tried) > 0 && t.lookup != nil {
+				// A retry picks from the table as it is now.
+				if cur, ok := t.lookup(a.label); ok {
+					a.route[0] = cur
+				}
+			}
 			lease, ok := routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
 			if !ok {
 				if lastErr != nil {
@@ -333,6 +339,13 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		// admin opening a tenant's port would hand the tenant its token.
 		r.Header.Del("Authorization")
 		r.Header.Set(UserHeader, caller.User)
+		// Checking the token may have waited on Consul: pick from the
+		// table as it is now, so a member whose drain was applied
+		// meanwhile gets no new work.
+		if route, ok = g.watcher.Table().Lookup(label); !ok {
+			writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
+			return
+		}
 	}
 	if route.Port.Protocol != pool.ProtocolHTTP {
 		writeError(w, http.StatusBadRequest, "this port speaks tcp: use `tidepool pool forward` or a tcp_listener")

@@ -55,7 +55,6 @@ func (g *Gateway) callMethods(c *gin.Context) {
 		return
 	}
 
-	table := g.watcher.Table()
 	var budget atomic.Int64
 	budget.Store(maxRPCReply)
 	results := make([]*jsonrpc.Response, len(reqs))
@@ -65,7 +64,9 @@ func (g *Gateway) callMethods(c *gin.Context) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			results[i] = g.call(c.Request.Context(), table, cl, &reqs[i], &budget)
+			// Each call picks from the table as it is when its turn
+			// comes: a batch can wait behind its first 16 calls.
+			results[i] = g.call(c.Request.Context(), g.watcher.Table(), cl, &reqs[i], &budget)
 		})
 	}
 	wg.Wait()

@@ -77,7 +77,7 @@ func acquireRoundRobin(routes []*Route, kind Kind, skip []*Backend) (Lease, bool
 	start := int(routes[0].rr.Add(1)-1) % n
 	for i := range n {
 		r, b := nth(routes, (start+i)%n)
-		if slices.Contains(skip, b) {
+		if tried(skip, b) {
 			continue
 		}
 		if b.Stats.reserve(kind, r.ContainerConcurrency) {
@@ -85,6 +85,13 @@ func acquireRoundRobin(routes []*Route, kind Kind, skip []*Backend) (Lease, bool
 		}
 	}
 	return Lease{}, false
+}
+
+// tried reports whether b's member is among skip. Members are compared by
+// their counters, which outlive tables: a retry may pick from a newer
+// table than the attempt it follows.
+func tried(skip []*Backend, b *Backend) bool {
+	return slices.ContainsFunc(skip, func(x *Backend) bool { return x.Stats == b.Stats })
 }
 
 // nth is the i-th backend counting through routes in order.
@@ -108,7 +115,7 @@ func acquireLeast(routes []*Route, kind Kind, skip []*Backend) (Lease, bool) {
 		bestN, ties := int64(-1), 0
 		for _, r := range routes {
 			for _, b := range r.Backends {
-				if slices.Contains(skip, b) || slices.Contains(lost, b) || !b.Stats.free(r.ContainerConcurrency) {
+				if tried(skip, b) || slices.Contains(lost, b) || !b.Stats.free(r.ContainerConcurrency) {
 					continue
 				}
 				switch n := b.Stats.InFlight(); {

@@ -233,3 +233,18 @@ func TestShare_GatewaysTogetherStayWithinTheLimit(t *testing.T) {
 		t.Fatalf("one gateway (none counted): share %d, want the whole 10", routes[0].ContainerConcurrency)
 	}
 }
+
+func TestAcquire_SkipsATriedMemberInANewerTable(t *testing.T) {
+	reg := NewRegistry()
+	a := Build(snapshot(), reg)
+	b := Build(snapshot(), reg) // a rebuild: new Backend values, same members
+	ra, _ := a.Lookup("alice--web--8080")
+	rb, _ := b.Lookup("alice--web--8080")
+	for range 6 {
+		l, ok := Acquire([]*Route{rb}, RoundRobin, HTTP, ra.Backends[:1])
+		if !ok || l.Backend.Stats == ra.Backends[0].Stats {
+			t.Fatal("a retry on the newer table went back to the member it had tried")
+		}
+		l.Release()
+	}
+}
