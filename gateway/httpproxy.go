@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"sync"
 	"sync/atomic"
@@ -143,7 +144,17 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
 		body = &replayBody{rc: req.Body}
 	}
+	// Whether the attempt's connection was a kept-alive one: only a reset
+	// of such a connection says the member went away rather than that the
+	// request killed it.
+	var reused bool
+	if body == nil && idempotent(req.Method) {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
+		}))
+	}
 	var lastErr error
+	replays := 0
 	for {
 		// The first attempt may hold a slot already (taken in the queue);
 		// every other one takes a new slot.
@@ -171,15 +182,33 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if body != nil {
 			req.Body = body
 		}
+		reused = false
 		resp, err := t.base.RoundTrip(req)
 		if err == nil {
 			return resp, nil
 		}
-		if !retryable(req, err, body) {
+		switch {
+		case isDialError(err) && retryable(req, err, body, false):
+		case replays < maxReplays && retryable(req, err, body, reused):
+			replays++
+		default:
 			return nil, err
 		}
 		lastErr = err
 	}
+}
+
+// maxReplays bounds how often one request is replayed after a reset: a
+// request that crashes its member must not walk the whole pool. Dial
+// failures (nothing sent) are not counted.
+const maxReplays = 1
+
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 // replayBody lets a request body survive a failed dial: the transport
@@ -198,22 +227,18 @@ func (b *replayBody) Read(p []byte) (int, error) {
 func (b *replayBody) Close() error { return nil }
 
 // retryable reports whether a failed attempt may go to another member: a
-// dial failure (nothing was sent), or a connection reset or closed under an
-// idempotent request without a body — the member died with a kept-alive
-// connection open, and the request can be repeated safely, as Go's own
-// transport would on the same host.
-func retryable(req *http.Request, err error, body *replayBody) bool {
+// dial failure (nothing was sent), or a kept-alive (reused) connection
+// reset or closed under an idempotent request without a body — the member
+// went away with the connection open, and the request can be repeated
+// safely, as Go's own transport would on the same host. A reset of a fresh
+// connection may have been caused by the request itself: not replayed.
+func retryable(req *http.Request, err error, body *replayBody, reused bool) bool {
 	switch {
 	case req.Context().Err() != nil:
 		return false
 	case isDialError(err):
 		return body == nil || !body.started.Load()
-	case body != nil:
-		return false
-	}
-	switch req.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-	default:
+	case body != nil || !reused || !idempotent(req.Method):
 		return false
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -192,22 +193,24 @@ func TestRetryable(t *testing.T) {
 	read := &replayBody{}
 	read.started.Store(true)
 	tests := []struct {
-		name string
-		req  *http.Request
-		err  error
-		body *replayBody
-		want bool
+		name   string
+		req    *http.Request
+		err    error
+		body   *replayBody
+		reused bool
+		want   bool
 	}{
-		{"dial failure", get, dial, nil, true},
-		{"dial failure with an unsent body", post, dial, unread, true},
-		{"dial failure after the body was read", post, dial, read, false},
-		{"reset under an idempotent request", get, reset, nil, true},
-		{"reset under a POST", post, reset, nil, false},
-		{"reset with a body", get, reset, unread, false},
-		{"timeout", get, context.DeadlineExceeded, nil, false},
+		{"dial failure", get, dial, nil, false, true},
+		{"dial failure with an unsent body", post, dial, unread, false, true},
+		{"dial failure after the body was read", post, dial, read, false, false},
+		{"reset of a kept-alive connection under an idempotent request", get, reset, nil, true, true},
+		{"reset of a fresh connection: the request may have killed the member", get, reset, nil, false, false},
+		{"reset under a POST", post, reset, nil, true, false},
+		{"reset with a body", get, reset, unread, true, false},
+		{"timeout", get, context.DeadlineExceeded, nil, true, false},
 	}
 	for _, tt := range tests {
-		if got := retryable(tt.req, tt.err, tt.body); got != tt.want {
+		if got := retryable(tt.req, tt.err, tt.body, tt.reused); got != tt.want {
 			t.Errorf("%s: retryable = %v, want %v", tt.name, got, tt.want)
 		}
 	}
@@ -307,5 +310,30 @@ func TestTokens_ConsulOutage(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", rec.Code, tt.want, rec.Body)
 			}
 		})
+	}
+}
+
+func TestServeHost_ARequestThatCrashesMembersDoesNotWalkThePool(t *testing.T) {
+	var hits atomic.Int64
+	var addrs []string
+	for range 4 {
+		u := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			hits.Add(1)
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				_ = conn.Close() // the member dies under the request
+			}
+		}))
+		t.Cleanup(u.Close)
+		addrs = append(addrs, u.Listener.Addr().String())
+	}
+	g := newGatewayWith(t, Config{Name: "crash"}, autoscaledSnapshot(0, time.Second, addrs...))
+	rec := httptest.NewRecorder()
+	g.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://alice--web--8080.localhost/crash", nil))
+	if rec.Code != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", rec.Code)
+	}
+	if n := hits.Load(); n > 1+maxReplays {
+		t.Fatalf("the request reached %d of 4 members: it walked the pool", n)
 	}
 }
