@@ -192,6 +192,7 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	g.keys = &gatewayKeys{kv: consul.KV(), layout: g.layout}
 	g.agent = consul.Agent()
 	g.metrics = newMetrics(g.watcher, g.stats)
+	g.watcher.OnBuild = g.metrics.retain
 	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, cfg.QueueLimit, func(label string) (*routing.Route, bool) {
 		return g.watcher.Table().Lookup(label)
 	}, g.markDemand, g.metrics, log)

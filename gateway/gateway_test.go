@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,4 +66,24 @@ func newGatewayWith(tb testing.TB, cfg Config, s routing.Snapshot) *Gateway {
 	g := New(cfg, c, hclog.NewNullLogger())
 	g.Watcher().Load(s)
 	return g
+}
+
+func TestMetrics_PoolSeriesGoWithThePool(t *testing.T) {
+	upstream := newGatedUpstream(t, 0)
+	g := newGatewayWith(t, Config{Name: "m"}, autoscaledSnapshot(0, time.Second, upstream.Listener.Addr().String()))
+	if rec := get(g); rec.Code != http.StatusOK {
+		t.Fatal(rec.Code)
+	}
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		g.operatorHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://x/metrics", nil))
+		return rec.Body.String()
+	}
+	if !strings.Contains(scrape(), `pool="alice/web"`) {
+		t.Fatal("no series for the pool after a request")
+	}
+	g.Watcher().Load(routing.Snapshot{}) // the pool is gone
+	if body := scrape(); strings.Contains(body, `pool="alice/web"`) {
+		t.Fatal("the deleted pool's series are still exported")
+	}
 }

@@ -119,11 +119,39 @@ func (m *metrics) observe(r *routing.Route, code int, d time.Duration) {
 	pm.latency.Observe(d.Seconds())
 }
 
+// retain removes the series of pools that are gone from t, so a gateway
+// that has seen many pools come and go does not export them forever.
+func (m *metrics) retain(t *routing.Table) {
+	live := map[string]bool{}
+	t.Each(func(_ string, r *routing.Route) { live[poolLabel(r)] = true })
+	m.pools.Range(func(k, _ any) bool {
+		label := k.(string)
+		if live[label] {
+			return true
+		}
+		m.pools.Delete(label)
+		match := prometheus.Labels{"pool": label}
+		m.requests.DeletePartialMatch(match)
+		m.latency.DeletePartialMatch(match)
+		m.upstream.DeletePartialMatch(match)
+		m.tcpConns.DeletePartialMatch(match)
+		m.queued.DeletePartialMatch(match)
+		return true
+	})
+}
+
+func (m *metrics) tcpConn(r *routing.Route) {
+	m.forPool(r)
+	m.tcpConns.WithLabelValues(poolLabel(r)).Inc()
+}
+
 func (m *metrics) queueOutcome(r *routing.Route, outcome string) {
+	m.forPool(r)
 	m.queued.WithLabelValues(poolLabel(r), outcome).Inc()
 }
 
 func (m *metrics) upstreamError(r *routing.Route, kind string) {
+	m.forPool(r) // known, so retain removes it with its pool
 	m.upstream.WithLabelValues(poolLabel(r), kind).Inc()
 }
 

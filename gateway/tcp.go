@@ -108,7 +108,7 @@ func (g *Gateway) tunnel(c *gin.Context) {
 		return
 	}
 	ws.SetReadLimit(-1)
-	g.metrics.tcpConns.WithLabelValues(poolLabel(route)).Inc()
+	g.metrics.tcpConn(route)
 	pipe(websocket.NetConn(context.WithoutCancel(c.Request.Context()), ws, websocket.MessageBinary), upstream)
 }
 
@@ -166,7 +166,7 @@ func (g *Gateway) acceptTCP(ctx context.Context, t *tcpListeners, ln net.Listene
 				return
 			}
 			defer lease.Release()
-			g.metrics.tcpConns.WithLabelValues(poolLabel(route)).Inc()
+			g.metrics.tcpConn(route)
 			pipe(conn, upstream)
 		})
 	}
