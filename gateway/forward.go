@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -81,6 +82,73 @@ func (f *Forwarder) tunnel(ctx context.Context, conn net.Conn, target string) er
 		return fmt.Errorf("open tunnel: %w", err)
 	}
 	ws.SetReadLimit(-1)
-	pipe(conn, websocket.NetConn(context.WithoutCancel(ctx), ws, websocket.MessageBinary))
+	pipe(conn, newWSStream(context.WithoutCancel(ctx), ws))
 	return nil
 }
+
+// wsStream carries one TCP byte stream over a WebSocket in binary
+// messages, with half-close: CloseWrite sends a text message "EOF", and
+// reading one ends the stream for the reader while the other direction
+// goes on. So a client that shuts its write side still gets the reply.
+type wsStream struct {
+	ctx    context.Context
+	ws     *websocket.Conn
+	reader io.Reader
+	eof    bool
+}
+
+// eofMessage is the half-close marker, sent as a text message.
+const eofMessage = "EOF"
+
+func newWSStream(ctx context.Context, ws *websocket.Conn) *wsStream {
+	return &wsStream{ctx: ctx, ws: ws}
+}
+
+func (s *wsStream) Read(p []byte) (int, error) {
+	for {
+		if s.eof {
+			return 0, io.EOF
+		}
+		if s.reader != nil {
+			n, err := s.reader.Read(p)
+			if errors.Is(err, io.EOF) {
+				s.reader = nil
+				if n > 0 {
+					return n, nil
+				}
+				continue
+			}
+			return n, err
+		}
+		typ, r, err := s.ws.Reader(s.ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+				return 0, io.EOF
+			}
+			return 0, err
+		}
+		if typ == websocket.MessageText {
+			msg, _ := io.ReadAll(io.LimitReader(r, 16))
+			if string(msg) == eofMessage {
+				s.eof = true
+				continue
+			}
+			return 0, fmt.Errorf("tunnel: unexpected text message %q", msg)
+		}
+		s.reader = r
+	}
+}
+
+func (s *wsStream) Write(p []byte) (int, error) {
+	if err := s.ws.Write(s.ctx, websocket.MessageBinary, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// CloseWrite tells the other end that no more bytes come this way.
+func (s *wsStream) CloseWrite() error {
+	return s.ws.Write(s.ctx, websocket.MessageText, []byte(eofMessage))
+}
+
+func (s *wsStream) Close() error { return s.ws.Close(websocket.StatusNormalClosure, "") }

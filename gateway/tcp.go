@@ -48,9 +48,9 @@ func dialMember(ctx context.Context, route *routing.Route) (net.Conn, routing.Le
 
 // pipe copies both ways until both directions end, half-closing each side
 // as its source finishes.
-func pipe(a, b net.Conn) {
+func pipe(a, b io.ReadWriteCloser) {
 	var wg sync.WaitGroup
-	cp := func(dst, src net.Conn) {
+	cp := func(dst, src io.ReadWriteCloser) {
 		_, _ = io.Copy(dst, src)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
 			_ = cw.CloseWrite()
@@ -109,7 +109,7 @@ func (g *Gateway) tunnel(c *gin.Context) {
 	}
 	ws.SetReadLimit(-1)
 	g.metrics.tcpConn(route)
-	pipe(websocket.NetConn(context.WithoutCancel(c.Request.Context()), ws, websocket.MessageBinary), upstream)
+	pipe(newWSStream(context.WithoutCancel(c.Request.Context()), ws), upstream)
 }
 
 // tcpListeners runs the raw TCP listeners of the config.
