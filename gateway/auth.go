@@ -104,8 +104,11 @@ func (t *tokenCache) fetch(r *http.Request, hash string, now time.Time) (tokenEn
 	e := tokenEntry{expires: now.Add(t.ttl)}
 	if pair != nil {
 		var tok pool.Token
-		if json.Unmarshal(pair.Value, &tok) == nil {
+		if json.Unmarshal(pair.Value, &tok) == nil && !tok.Expired(now) {
 			e.caller = &caller{User: tok.User, Permissions: tok.Permissions}
+			if !tok.ExpiresAt.IsZero() && tok.ExpiresAt.Before(e.expires) {
+				e.expires = tok.ExpiresAt // ask again when it expires
+			}
 		}
 	}
 	t.mu.Lock()

@@ -36,6 +36,8 @@ type Store interface {
 	CreateToken(ctx context.Context, t *store.Token) error
 	Bootstrap(ctx context.Context, t *store.Token) error
 	GetToken(ctx context.Context, hash string) (*store.Token, error)
+	ListTokens(ctx context.Context) ([]*store.Token, error)
+	RevokeToken(ctx context.Context, accessorID string) (*store.Token, error)
 }
 
 // Nomad parses templates, observes pools and reads allocation usage;
@@ -109,6 +111,8 @@ func (s *Server) Handler() http.Handler {
 	a := r.Group("/api", s.authenticate)
 	a.GET("/tokens/self", s.tokenSelf)
 	a.POST("/tokens", require(PermAdmin), s.createToken)
+	a.GET("/tokens", require(PermAdmin), s.listTokens)
+	a.DELETE("/tokens/:accessor", require(PermAdmin), s.revokeToken)
 	a.GET("/pools", s.listPools)
 	a.GET("/pools/:id", s.getPool)
 	w := a.Group("", require(PermUsePools))

@@ -319,6 +319,41 @@ func TestAPI(t *testing.T) {
 		e.do("POST", "/api/pools", e.alice, big, http.StatusRequestEntityTooLarge, nil)
 	})
 
+	t.Run("tokens list revoke expire", func(t *testing.T) {
+		var list TokenList
+		e.do("GET", "/api/tokens", e.admin, nil, http.StatusOK, &list)
+		if list.Count < 4 {
+			t.Fatalf("%d tokens listed, want the admin's, alice's, bob's and carol's", list.Count)
+		}
+		for _, tok := range list.Tokens {
+			if tok.Token != "" {
+				t.Fatalf("a listing shows a secret: %+v", tok)
+			}
+		}
+		e.do("GET", "/api/tokens", e.alice, nil, http.StatusForbidden, nil)
+
+		var dave TokenInfo
+		e.do("POST", "/api/tokens", e.admin, map[string]any{"user": "dave", "permissions": []string{"use-pools"}}, http.StatusCreated, &dave)
+		e.do("GET", "/api/tokens/self", dave.Token, nil, http.StatusOK, nil)
+		e.do("DELETE", "/api/tokens/"+dave.AccessorID, e.admin, nil, http.StatusOK, nil)
+		e.do("GET", "/api/tokens/self", dave.Token, nil, http.StatusUnauthorized, nil)
+		e.do("DELETE", "/api/tokens/"+dave.AccessorID, e.admin, nil, http.StatusNotFound, nil)
+
+		var brief TokenInfo
+		e.do("POST", "/api/tokens", e.admin, map[string]any{"user": "erin", "ttl": "1s"}, http.StatusCreated, &brief)
+		if brief.ExpiresAt.IsZero() {
+			t.Fatal("a token with a ttl has no expiry")
+		}
+		e.do("GET", "/api/tokens/self", brief.Token, nil, http.StatusOK, nil)
+		time.Sleep(time.Until(brief.ExpiresAt) + 50*time.Millisecond)
+		if b := e.do("GET", "/api/tokens/self", brief.Token, nil, http.StatusUnauthorized, nil); !strings.Contains(string(b), "expired") {
+			t.Fatalf("an expired token: %s", b)
+		}
+		if b := e.do("POST", "/api/tokens", e.admin, map[string]any{"user": "erin", "ttl": "soon"}, http.StatusBadRequest, nil); !strings.Contains(string(b), "ttl") {
+			t.Fatalf("a bad ttl: %s", b)
+		}
+	})
+
 	t.Run("permission required to write", func(t *testing.T) {
 		e.do("GET", "/api/pools", e.readOnly, nil, http.StatusOK, nil)
 		e.do("POST", "/api/pools", e.readOnly, spec("ro"), http.StatusForbidden, nil)

@@ -6,8 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"sort"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -71,6 +74,10 @@ func (s *Server) authenticate(c *gin.Context) {
 		abort(c, http.StatusUnauthorized, "invalid token")
 		return
 	}
+	if t.Expired(s.Now()) {
+		abort(c, http.StatusUnauthorized, "token expired at "+t.ExpiresAt.UTC().Format(time.RFC3339))
+		return
+	}
 	c.Set(callerKey, &caller{User: t.User, Permissions: t.Permissions, AccessorID: t.AccessorID})
 	c.Next()
 }
@@ -115,6 +122,14 @@ func (s *Server) createToken(c *gin.Context) {
 			fields = append(fields, pool.FieldError{Field: "permissions[" + itoa(i) + "]", Message: "\"" + p + "\" is not a permission (want \"use-pools\" or \"admin\")"})
 		}
 	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			fields = append(fields, pool.FieldError{Field: "ttl", Message: fmt.Sprintf("%q is not a positive duration such as \"720h\"", req.TTL)})
+		}
+		ttl = d
+	}
 	if len(fields) > 0 {
 		invalid(c, "invalid token request", fields)
 		return
@@ -124,6 +139,9 @@ func (s *Server) createToken(c *gin.Context) {
 	}
 	secret, accessor := newSecret()
 	t := &store.Token{AccessorID: accessor, User: req.User, Permissions: req.Permissions, CreatedAt: s.Now().UTC(), Hash: pool.HashToken(secret)}
+	if ttl > 0 {
+		t.ExpiresAt = t.CreatedAt.Add(ttl)
+	}
 	if err := s.Store.CreateToken(c.Request.Context(), t); err != nil {
 		s.fail(c, err)
 		return
@@ -138,5 +156,34 @@ func (s *Server) tokenSelf(c *gin.Context) {
 }
 
 func tokenInfo(t *store.Token, secret string) TokenInfo {
-	return TokenInfo{Token: secret, AccessorID: t.AccessorID, User: t.User, Permissions: t.Permissions, CreatedAt: t.CreatedAt}
+	return TokenInfo{Token: secret, AccessorID: t.AccessorID, User: t.User, Permissions: t.Permissions, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt}
+}
+
+func (s *Server) listTokens(c *gin.Context) {
+	tokens, err := s.Store.ListTokens(c.Request.Context())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	out := TokenList{Tokens: make([]TokenInfo, 0, len(tokens))}
+	for _, t := range tokens {
+		out.Tokens = append(out.Tokens, tokenInfo(t, ""))
+	}
+	sort.Slice(out.Tokens, func(i, j int) bool { return out.Tokens[i].CreatedAt.Before(out.Tokens[j].CreatedAt) })
+	out.Count = len(out.Tokens)
+	c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) revokeToken(c *gin.Context) {
+	t, err := s.Store.RevokeToken(c.Request.Context(), c.Param("accessor"))
+	if errors.Is(err, store.ErrNotFound) {
+		abort(c, http.StatusNotFound, "no token with accessor id "+c.Param("accessor"))
+		return
+	}
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.Log.Info("revoked token", "accessor_id", t.AccessorID, "user", t.User, "by", callerOf(c).AccessorID)
+	c.JSON(http.StatusOK, tokenInfo(t, ""))
 }

@@ -88,6 +88,15 @@ type SizeRequest struct {
 type TokenRequest struct {
 	User        string   `json:"user"`
 	Permissions []string `json:"permissions"`
+	// TTL, when set ("720h"), makes the token expire that long after it
+	// is created.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// TokenList is the body of GET /api/tokens.
+type TokenList struct {
+	Count  int         `json:"count"`
+	Tokens []TokenInfo `json:"tokens"`
 }
 
 // TokenInfo describes a token; Token (the secret) is set only when the
@@ -98,6 +107,7 @@ type TokenInfo struct {
 	User        string    `json:"user"`
 	Permissions []string  `json:"permissions"`
 	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
 }
 
 // Error is the body of every error response.

@@ -17,6 +17,13 @@ type Token struct {
 	CreatedAt   time.Time `json:"created_at"`
 	// Hash is the hex SHA-256 of the secret (also the key).
 	Hash string `json:"hash"`
+	// ExpiresAt, when set, is when the token stops working.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// Expired reports whether the token no longer works at now.
+func (t *Token) Expired(now time.Time) bool {
+	return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt)
 }
 
 // Permissions a token may carry.

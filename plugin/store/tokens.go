@@ -63,3 +63,39 @@ func (s *Store) GetToken(ctx context.Context, hash string) (*Token, error) {
 	}
 	return &t, nil
 }
+
+// ListTokens lists every token record (hashes, never secrets).
+func (s *Store) ListTokens(ctx context.Context) ([]*Token, error) {
+	pairs, _, err := s.kv.List(s.layout.TokenKey(""), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	out := make([]*Token, 0, len(pairs))
+	for _, p := range pairs {
+		var t Token
+		if err := json.Unmarshal(p.Value, &t); err != nil {
+			s.skip(p.Key, err)
+			continue
+		}
+		out = append(out, &t)
+	}
+	return out, nil
+}
+
+// RevokeToken deletes the token with accessor id; ErrNotFound when there
+// is none.
+func (s *Store) RevokeToken(ctx context.Context, accessorID string) (*Token, error) {
+	tokens, err := s.ListTokens(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tokens {
+		if t.AccessorID == accessorID {
+			if _, err := s.kv.Delete(s.tokenKey(t.Hash), (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+				return nil, fmt.Errorf("revoke token: %w", err)
+			}
+			return t, nil
+		}
+	}
+	return nil, fmt.Errorf("token %s: %w", accessorID, ErrNotFound)
+}

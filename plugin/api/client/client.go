@@ -180,12 +180,30 @@ func (c *Client) Bootstrap(ctx context.Context) (*api.TokenInfo, error) {
 
 // CreateToken issues a token for user (admin only).
 func (c *Client) CreateToken(ctx context.Context, user string, perms []string) (*api.TokenInfo, error) {
-	var out api.TokenInfo
-	return &out, c.do(ctx, http.MethodPost, "/api/tokens", api.TokenRequest{User: user, Permissions: perms}, nil, &out)
+	return c.CreateTokenTTL(ctx, user, perms, "")
 }
 
 // Self describes the client's own token.
 func (c *Client) Self(ctx context.Context) (*api.TokenInfo, error) {
 	var out api.TokenInfo
 	return &out, c.do(ctx, http.MethodGet, "/api/tokens/self", nil, nil, &out)
+}
+
+// CreateTokenTTL issues a token for user that expires after ttl (admin
+// only; "" for none).
+func (c *Client) CreateTokenTTL(ctx context.Context, user string, perms []string, ttl string) (*api.TokenInfo, error) {
+	var out api.TokenInfo
+	return &out, c.do(ctx, http.MethodPost, "/api/tokens", api.TokenRequest{User: user, Permissions: perms, TTL: ttl}, nil, &out)
+}
+
+// ListTokens lists every token, without secrets (admin only).
+func (c *Client) ListTokens(ctx context.Context) (*api.TokenList, error) {
+	var out api.TokenList
+	return &out, c.do(ctx, http.MethodGet, "/api/tokens", nil, nil, &out)
+}
+
+// RevokeToken deletes a token by accessor id (admin only).
+func (c *Client) RevokeToken(ctx context.Context, accessorID string) (*api.TokenInfo, error) {
+	var out api.TokenInfo
+	return &out, c.do(ctx, http.MethodDelete, "/api/tokens/"+url.PathEscape(accessorID), nil, nil, &out)
 }
