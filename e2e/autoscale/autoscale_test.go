@@ -177,13 +177,35 @@ func TestAutoscale_ToZeroAndBackOnTheNextRequest(t *testing.T) {
 	})
 	t.Logf("idle pool at zero %s after it was alive (stable window 6s, grace 1s, drain)", time.Since(start).Round(time.Second))
 
-	// The next request is held while a member starts, then answered.
+	// The next request is held while a member starts, then answered. A
+	// watcher notes when the member first passes its check in Consul, to
+	// tell Tidepool's own overhead from Nomad's placement and the check.
+	passingAt := make(chan time.Time, 1)
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	go func() {
+		for watchCtx.Err() == nil {
+			if p, err := testutil.Passing(watchCtx, e.c.Consul, "as-api"); err == nil && len(p) > 0 {
+				passingAt <- time.Now()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
 	start = time.Now()
 	status, _, err := e.get("/hello")
+	answeredAt := time.Now()
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("request at zero: status %d, err %v; want it held and answered", status, err)
 	}
-	t.Logf("request at zero answered after %s (cold start)", time.Since(start).Round(time.Millisecond))
+	t.Logf("request at zero answered after %s (cold start)", answeredAt.Sub(start).Round(time.Millisecond))
+	select {
+	case at := <-passingAt:
+		t.Logf("member passing in Consul %s after the request arrived; answered %s after that (Tidepool's overhead beyond placement and the first check)",
+			at.Sub(start).Round(time.Millisecond), answeredAt.Sub(at).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Log("the passing moment was not observed")
+	}
 	info := e.alive(1, 30*time.Second)
 	if info.Autoscaling.Desired < 1 {
 		t.Fatalf("desired %d after a request at zero, want at least activation_scale", info.Autoscaling.Desired)
