@@ -25,6 +25,9 @@ type Forwarder struct {
 	Port    int
 	// OnError reports a connection that could not be tunneled.
 	OnError func(error)
+	// Transport, when set, dials the gateway (e.g. trusting its CA for
+	// https); http.DefaultTransport otherwise.
+	Transport http.RoundTripper
 }
 
 // TunnelURL is the WebSocket URL of a pool port's tunnel.
@@ -73,7 +76,13 @@ func (f *Forwarder) tunnel(ctx context.Context, conn net.Conn, target string) er
 	if f.Token != "" {
 		h.Set("Authorization", "Bearer "+f.Token)
 	}
-	ws, resp, err := websocket.Dial(ctx, target, &websocket.DialOptions{HTTPHeader: h}) //nolint:bodyclose // Dial closes the handshake body
+	opts := &websocket.DialOptions{HTTPHeader: h}
+	if f.Transport != nil {
+		// No client timeout: it would cut the tunnel, which outlives the
+		// handshake.
+		opts.HTTPClient = &http.Client{Transport: f.Transport}
+	}
+	ws, resp, err := websocket.Dial(ctx, target, opts) //nolint:bodyclose // Dial closes the handshake body
 	if err != nil {
 		_ = conn.Close()
 		if resp != nil {

@@ -52,6 +52,8 @@ type Config struct {
 	// Register: announce this gateway in Consul as tidepool-gateway, so
 	// the leader reads its stats.
 	Register bool
+	// TLSCert and TLSKey, when set, serve HTTPAddr over TLS (PEM files).
+	TLSCert, TLSKey string
 	// MaxConns bounds the open client connections of HTTPAddr.
 	MaxConns int
 	// DeregisterDelay is how long a stopping gateway fails its check
@@ -151,6 +153,9 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueLimit <= 0 {
 		problems = append(problems, "queue_limit must be positive")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		problems = append(problems, "tls: set both the certificate and the key, or neither")
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("invalid gateway config: %s", strings.Join(problems, "; "))
@@ -330,7 +335,11 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	ln = netutil.LimitListener(ln, g.cfg.MaxConns)
 	errc := make(chan error, 2)
 	go func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return srv.Serve(ln) }
+		if g.cfg.TLSCert != "" {
+			serve = func() error { return srv.ServeTLS(ln, g.cfg.TLSCert, g.cfg.TLSKey) }
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
@@ -434,11 +443,18 @@ func (g *Gateway) register(addr string) (string, error) {
 	}
 	port, _ := strconv.Atoi(portStr)
 	id := pool.GatewayService + "-" + g.cfg.Name
+	scheme := "http"
+	if g.cfg.TLSCert != "" {
+		scheme = "https"
+	}
 	err = g.agent.ServiceRegister(&consulapi.AgentServiceRegistration{
 		ID: id, Name: pool.GatewayService, Address: host, Port: port,
-		Meta: map[string]string{"gateway": g.cfg.Name},
+		Meta: map[string]string{"gateway": g.cfg.Name, pool.GatewaySchemeMeta: scheme},
 		Check: &consulapi.AgentServiceCheck{
-			HTTP: "http://" + addr + "/v1/health", Interval: "1s", Timeout: "1s",
+			HTTP: scheme + "://" + addr + "/v1/health", Interval: "1s", Timeout: "1s",
+			// The certificate names the gateway's public name, not the
+			// address the local agent checks.
+			TLSSkipVerify:                  scheme == "https",
 			DeregisterCriticalServiceAfter: "1m",
 		},
 	})

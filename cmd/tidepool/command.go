@@ -45,7 +45,7 @@ func (c *command) Synopsis() string { return c.synopsis }
 func (c *command) Help() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: %s\n\n  %s\n", c.usage, strings.TrimSpace(c.details))
-	fs := c.flagSet(new(string), new(string), new(bool))
+	fs := c.flagSet(new(string), new(string), new(string), new(bool))
 	b.WriteString("\nOptions:\n\n")
 	fs.VisitAll(func(f *flag.Flag) {
 		fmt.Fprintf(&b, "  -%s\n      %s\n", f.Name, f.Usage)
@@ -53,10 +53,11 @@ func (c *command) Help() string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-func (c *command) flagSet(addr, token *string, asJSON *bool) *flag.FlagSet {
+func (c *command) flagSet(addr, token, caCert *string, asJSON *bool) *flag.FlagSet {
 	fs := newFlagSet(c.usage, c.ui, c.Help)
 	fs.StringVar(addr, "address", "", "Tidepool API address (default $TIDEPOOL_ADDR or "+client.DefaultAddress+")")
 	fs.StringVar(token, "token", "", "API token (default $TIDEPOOL_TOKEN)")
+	fs.StringVar(caCert, "ca-cert", "", "PEM file of the CA that signed the API's TLS certificate (default $TIDEPOOL_CACERT)")
 	if c.json {
 		fs.BoolVar(asJSON, "json", false, "print JSON instead of text")
 	}
@@ -67,9 +68,9 @@ func (c *command) flagSet(addr, token *string, asJSON *bool) *flag.FlagSet {
 }
 
 func (c *command) Run(args []string) int {
-	var addr, token string
+	var addr, token, caCert string
 	var asJSON bool
-	fs := c.flagSet(&addr, &token, &asJSON)
+	fs := c.flagSet(&addr, &token, &caCert, &asJSON)
 	positional, err := parseInterspersed(fs, args)
 	if err != nil {
 		return exitUsage
@@ -84,10 +85,19 @@ func (c *command) Run(args []string) int {
 	if token == "" {
 		token = os.Getenv("TIDEPOOL_TOKEN")
 	}
+	if caCert == "" {
+		caCert = os.Getenv("TIDEPOOL_CACERT")
+	}
 	cl, err := client.New(addr, token)
 	if err != nil {
 		c.ui.Error(err.Error())
 		return exitUsage
+	}
+	if caCert != "" {
+		if err := cl.UseCA(caCert); err != nil {
+			c.ui.Error(err.Error())
+			return exitError
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -40,7 +40,7 @@ func forwardCommand() *command {
 			if err != nil {
 				return r.fail(err)
 			}
-			f := &gateway.Forwarder{Gateway: gw, Token: r.token, Pool: args[0], Port: port,
+			f := &gateway.Forwarder{Gateway: gw, Token: r.token, Pool: args[0], Port: port, Transport: r.client.Transport(),
 				OnError: func(err error) { r.ui.Error("Error: " + err.Error()) }}
 			r.ui.Output(fmt.Sprintf("Forwarding %s → pool %q port %d through %s (Ctrl-C stops)", ln.Addr(), args[0], port, gw))
 			if err := f.Serve(ctx, ln); err != nil {

@@ -56,6 +56,7 @@ type gatewayFile struct {
 	QueueLimit      *int              `hcl:"queue_limit,optional"`
 	LogLevel        *string           `hcl:"log_level,optional"`
 	TCPListeners    []tcpListenerFile `hcl:"tcp_listener,block"`
+	TLS             *tlsBlock         `hcl:"tls,block"`
 }
 
 type tcpListenerFile struct {
@@ -84,6 +85,10 @@ func gatewaySettings(cfg *gateway.Config, logLevel *string) settings {
 			help: "Register in Consul as tidepool-gateway, so the leader reads this gateway's stats.", set: boolSetter(&cfg.Register), example: "false"},
 		{flag: "operator-addr", env: "TIDEPOOL_GATEWAY_OPERATOR_ADDR", file: "operator_addr", def: "off",
 			help: "Serve /v1/routes, /v1/stats, /metrics and /v1/health here without a token (on -http-addr they need an admin token).", set: stringSetter(&cfg.OperatorAddr), example: "127.0.0.1:9997"},
+		{flag: "tls-cert", env: "TIDEPOOL_GATEWAY_TLS_CERT", file: "tls.cert_file", def: "none (plain HTTP)", pair: "tls-key",
+			help: "PEM certificate to serve pool traffic over TLS (with -tls-key).", set: stringSetter(&cfg.TLSCert), example: "/etc/tidepool/gw.pem"},
+		{flag: "tls-key", env: "TIDEPOOL_GATEWAY_TLS_KEY", file: "tls.key_file", def: "none", pair: "tls-cert",
+			help: "PEM private key of -tls-cert.", set: stringSetter(&cfg.TLSKey), example: "/etc/tidepool/gw-key.pem"},
 		{flag: "queue-limit", env: "TIDEPOOL_GATEWAY_QUEUE_LIMIT", file: "queue_limit", kind: kindInt, def: "10000",
 			help: "Most requests one autoscaled pool's queue holds; past it, 429 at once.", set: intSetter(&cfg.QueueLimit), example: "50"},
 		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
@@ -128,6 +133,10 @@ func (c *gatewayCommand) Run(args []string) int {
 		return exitError
 	}
 
+	if err := loadTLS(cfg.TLSCert, cfg.TLSKey); err != nil {
+		c.ui.Error(err.Error())
+		return exitError
+	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "tidepool", Level: hclog.LevelFromString(logLevel)})
 	consul, err := consulapi.NewClient(consulapi.DefaultConfig())
 	if err != nil {
@@ -151,6 +160,7 @@ func (f *gatewayFile) apply(cfg *gateway.Config, logLevel *string) error {
 	assign(&cfg.Register, f.Register)
 	assign(&cfg.OperatorAddr, f.OperatorAddr)
 	assign(&cfg.QueueLimit, f.QueueLimit)
+	f.TLS.apply(&cfg.TLSCert, &cfg.TLSKey)
 	assign(logLevel, f.LogLevel)
 	var errs []string
 	for name, pair := range map[string]struct {

@@ -104,6 +104,9 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		SweepInterval: cfg.SweepInterval, Demand: traffic, Scales: st, Autoscale: cfg.Autoscale,
 	}, log)
 
+	if err := loadTLS(cfg.TLSCert, cfg.TLSKey); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -121,7 +124,11 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
 	wg.Go(func() {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return srv.Serve(ln) }
+		if cfg.TLSCert != "" {
+			serve = func() error { return srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey) }
+		}
+		if err := serve(); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	})

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -35,6 +37,8 @@ type serverConfig struct {
 	Autoscale autoscale.Config
 	// Templates is what tenants' templates may do.
 	Templates nomadjob.Policy
+	// TLSCert and TLSKey, when set, serve the API over TLS.
+	TLSCert, TLSKey string
 }
 
 func defaultServerConfig() serverConfig {
@@ -63,11 +67,46 @@ type serverFile struct {
 	Leader        *leaderBlock    `hcl:"leader,block"`
 	Autoscaler    *autoscalerFile `hcl:"autoscaler,block"`
 	Limits        *limitsBlock    `hcl:"limits,block"`
+	TLS           *tlsBlock       `hcl:"tls,block"`
 }
 
 type leaderBlock struct {
 	SessionTTL *string `hcl:"session_ttl,optional"`
 	LockDelay  *string `hcl:"lock_delay,optional"`
+}
+
+// tlsBlock is a daemon's TLS certificate and key (PEM files).
+type tlsBlock struct {
+	CertFile *string `hcl:"cert_file,optional"`
+	KeyFile  *string `hcl:"key_file,optional"`
+}
+
+func (b *tlsBlock) apply(cert, key *string) {
+	if b != nil {
+		assign(cert, b.CertFile)
+		assign(key, b.KeyFile)
+	}
+}
+
+// checkTLS reports a half-set certificate and key; whether they load is
+// checked when the daemon starts serving.
+func checkTLS(cert, key string) error {
+	if (cert == "") != (key == "") {
+		return errors.New("tls: set both the certificate and the key, or neither")
+	}
+	return nil
+}
+
+// loadTLS reads the certificate and key, when set, before anything is
+// served, so a bad file is reported at once.
+func loadTLS(cert, key string) error {
+	if cert == "" {
+		return nil
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	return nil
 }
 
 type limitsBlock struct {
@@ -103,6 +142,10 @@ func (c *serverConfig) settings() settings {
 			help: "Lock-delay after a leader dies, 0s..1m.", set: durationSetter(&c.LockDelay), example: "3s"},
 		{flag: "allowed-drivers", env: "TIDEPOOL_ALLOWED_DRIVERS", file: "limits.allowed_drivers", kind: kindList, def: strings.Join(nomadjob.DefaultAllowedDrivers, ","),
 			help: "Task drivers pool templates may use; raw_exec only where every tenant is trusted.", set: listSetter(&c.Templates.AllowedDrivers), example: "raw_exec,exec"},
+		{flag: "tls-cert", env: "TIDEPOOL_TLS_CERT", file: "tls.cert_file", def: "none (plain HTTP)", pair: "tls-key",
+			help: "PEM certificate to serve the API over TLS (with -tls-key).", set: stringSetter(&c.TLSCert), example: "/etc/tidepool/api.pem"},
+		{flag: "tls-key", env: "TIDEPOOL_TLS_KEY", file: "tls.key_file", def: "none", pair: "tls-cert",
+			help: "PEM private key of -tls-cert.", set: stringSetter(&c.TLSKey), example: "/etc/tidepool/api-key.pem"},
 		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
 			help: "trace, debug, info, warn or error.", set: stringSetter(&c.LogLevel), example: "debug"},
 	}
@@ -141,6 +184,9 @@ func (c *serverConfig) validate() error {
 	if err := c.Autoscale.Validate(); err != nil {
 		problems = append(problems, "autoscaler: "+err.Error())
 	}
+	if err := checkTLS(c.TLSCert, c.TLSKey); err != nil {
+		problems = append(problems, err.Error())
+	}
 	if len(c.Templates.AllowedDrivers) == 0 {
 		problems = append(problems, "allowed_drivers must name at least one driver")
 	}
@@ -177,6 +223,7 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		dur("leader.session_ttl", &cfg.SessionTTL, l.SessionTTL)
 		dur("leader.lock_delay", &cfg.LockDelay, l.LockDelay)
 	}
+	file.TLS.apply(&cfg.TLSCert, &cfg.TLSKey)
 	if l := file.Limits; l != nil {
 		assign(&cfg.Defaults.Limits.MaxDesiredCount, l.MaxDesiredCount)
 		if l.AllowedDrivers != nil {

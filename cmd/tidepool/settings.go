@@ -29,6 +29,8 @@ type setting struct {
 	set func(v string) error
 	// example is a valid non-default value, for tests.
 	example string
+	// pair is the flag of a setting that must be set with this one.
+	pair string
 }
 
 type kind int

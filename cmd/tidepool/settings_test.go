@@ -48,23 +48,38 @@ var daemons = []daemon{
 		}},
 }
 
-// hclLine renders one setting's example as a config file.
-func hclLine(s setting) string {
-	value := fmt.Sprintf("%q", s.example)
-	switch s.kind {
-	case kindBool, kindInt:
-		value = s.example
-	case kindList:
-		var items []string
-		for _, v := range strings.Split(s.example, ",") {
-			items = append(items, fmt.Sprintf("%q", v))
+// hclLines renders settings' examples as a config file, keys of one block
+// together.
+func hclLines(ss ...setting) string {
+	var top []string
+	blocks := map[string][]string{}
+	var order []string
+	for _, s := range ss {
+		value := fmt.Sprintf("%q", s.example)
+		switch s.kind {
+		case kindBool, kindInt:
+			value = s.example
+		case kindList:
+			var items []string
+			for _, v := range strings.Split(s.example, ",") {
+				items = append(items, fmt.Sprintf("%q", v))
+			}
+			value = "[" + strings.Join(items, ", ") + "]"
 		}
-		value = "[" + strings.Join(items, ", ") + "]"
+		if block, key, ok := strings.Cut(s.file, "."); ok {
+			if _, seen := blocks[block]; !seen {
+				order = append(order, block)
+			}
+			blocks[block] = append(blocks[block], fmt.Sprintf("  %s = %s", key, value))
+			continue
+		}
+		top = append(top, fmt.Sprintf("%s = %s", s.file, value))
 	}
-	if block, key, ok := strings.Cut(s.file, "."); ok {
-		return fmt.Sprintf("%s {\n  %s = %s\n}\n", block, key, value)
+	out := strings.Join(top, "\n") + "\n"
+	for _, b := range order {
+		out += b + " {\n" + strings.Join(blocks[b], "\n") + "\n}\n"
 	}
-	return fmt.Sprintf("%s = %s\n", s.file, value)
+	return out
 }
 
 // TestSettings_EveryKeyWorksInEveryForm proves the table: each documented
@@ -76,21 +91,35 @@ func TestSettings_EveryKeyWorksInEveryForm(t *testing.T) {
 				if s.env == "" || s.file == "" || s.example == "" || s.help == "" || s.def == "" {
 					t.Fatalf("setting %+v: every key needs a variable, a file key, help, a default and an example", s)
 				}
+				set := []setting{s}
+				if s.pair != "" { // set with its pair, in the same form
+					for _, p := range d.table() {
+						if p.flag == s.pair {
+							set = append(set, p)
+						}
+					}
+				}
+				var args []string
+				env := map[string]string{}
+				for _, x := range set {
+					args = append(args, "-"+x.flag+"="+x.example)
+					env[x.env] = x.example
+				}
 				def, err := d.load(t, "", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
-				fromFlag, err := d.load(t, "", nil, "-"+s.flag+"="+s.example)
+				fromFlag, err := d.load(t, "", nil, args...)
 				if err != nil {
 					t.Fatal(err)
 				}
-				fromEnv, err := d.load(t, "", map[string]string{s.env: s.example})
+				fromEnv, err := d.load(t, "", env)
 				if err != nil {
 					t.Fatal(err)
 				}
-				fromFile, err := d.load(t, hclLine(s), nil)
+				fromFile, err := d.load(t, hclLines(set...), nil)
 				if err != nil {
-					t.Fatalf("%s: %v", hclLine(s), err)
+					t.Fatalf("%s: %v", hclLines(set...), err)
 				}
 				if reflect.DeepEqual(fromFlag, def) {
 					t.Fatalf("-%s=%s changed nothing", s.flag, s.example)

@@ -5,9 +5,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -261,4 +264,57 @@ func TestCLI_BadInputChangesNothing(t *testing.T) {
 	if code, _, errOut := e.run("", "pool", "list"); code != 1 || !strings.Contains(errOut, "invalid token") {
 		t.Fatalf("bogus token: exit %d, %s", code, errOut)
 	}
+}
+
+func TestCLI_TLS(t *testing.T) {
+	bin := testutil.BuildBinary(t, "./cmd/tidepool")
+	c := cluster.New(t, cluster.Config{Name: "cli-tls"})
+	cert, key := testutil.SelfSignedTLS(t)
+	addr, _ := testutil.StartServer(t, bin, c.Env(), "-tls-cert", cert, "-tls-key", key)
+	e := &cliEnv{t: t, bin: bin, addr: addr, dir: t.TempDir()}
+	https := "https://" + addr
+
+	if code, _, errOut := e.run("", "token", "bootstrap", "-address", https); code != 1 || !strings.Contains(errOut, "certificate") {
+		t.Fatalf("without the CA: exit %d, %s; want a certificate error", code, errOut)
+	}
+	var boot api.TokenInfo
+	if err := json.Unmarshal([]byte(e.ok("token", "bootstrap", "-address", https, "-ca-cert", cert, "-json")), &boot); err != nil || boot.Token == "" {
+		t.Fatalf("bootstrap over TLS: %v %+v", err, boot)
+	}
+	cmd := exec.Command(bin, "token", "self", "-address", https, "-json")
+	cmd.Env = append(os.Environ(), "TIDEPOOL_TOKEN="+boot.Token, "TIDEPOOL_CACERT="+cert)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"user": "admin"`) {
+		t.Fatalf("TIDEPOOL_CACERT: %v %s", err, out)
+	}
+
+	// A gateway serving TLS registers as https, and answers over it.
+	gw, _ := testutil.StartGateway(t, bin, c.Env(), "-tls-cert", cert, "-tls-key", key, "-name", "gw-tls")
+	pem, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "the gateway ready over TLS", func(context.Context) error {
+		resp, err := hc.Get("https://" + gw + "/v1/health")
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("health %d", resp.StatusCode)
+		}
+		return nil
+	})
+	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, "the gateway passing its https check in Consul", func(context.Context) error {
+		entries, _, err := c.Consul.Health().Service(pool.GatewayService, "", true, nil)
+		if err != nil {
+			return err
+		}
+		if len(entries) != 1 || entries[0].Service.Meta[pool.GatewaySchemeMeta] != "https" {
+			return fmt.Errorf("passing gateways %d", len(entries))
+		}
+		return nil
+	})
 }

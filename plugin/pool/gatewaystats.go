@@ -13,6 +13,10 @@ import (
 // GatewayService is the Consul service every gateway registers as.
 const GatewayService = "tidepool-gateway"
 
+// GatewaySchemeMeta is the service meta key saying whether a gateway
+// serves "http" or "https".
+const GatewaySchemeMeta = "scheme"
+
 // GatewayStats is what a gateway reports at GET /v1/stats: work in flight
 // and counters per member, and the KV index of the member records (drain
 // marks) its routing table has applied. The leader reads it to end drains

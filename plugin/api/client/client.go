@@ -5,12 +5,15 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +46,33 @@ func New(addr, token string) (*Client, error) {
 		return nil, fmt.Errorf("invalid API address %q: want a URL such as %s", addr, DefaultAddress)
 	}
 	return &Client{addr: strings.TrimRight(addr, "/"), token: token, http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// UseCA makes the client trust the CA certificates in the PEM file at
+// path (for an API served with its own TLS certificate).
+func (c *Client) UseCA(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read CA certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("read CA certificate %s: no PEM certificate in it", path)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	c.http.Transport = t
+	return nil
+}
+
+// Transport is the client's round tripper (with its CA, if UseCA set one),
+// for other connections to the same installation such as a gateway's
+// tunnels.
+func (c *Client) Transport() http.RoundTripper {
+	if c.http.Transport == nil {
+		return http.DefaultTransport
+	}
+	return c.http.Transport
 }
 
 // Error is an error answer of the API.
