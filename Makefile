@@ -36,6 +36,17 @@ build: ## Build tidepool, tidepool-echo and tidepool-dev into bin/
 test: agents ## Run every test (unit, integration and e2e against real agents) with -race
 	$(GOTESTSUM) --format testname -- -race -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) ./...
 
+# Fuzz targets and their packages; `make fuzz FUZZTIME=2m` for a longer run.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzServeHTTP:./gateway FuzzParseHost:./gateway/routing FuzzDecode:./gateway/jsonrpc FuzzDecodeSpec:./plugin/api FuzzParse:./plugin/poolspec
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (10s) each
+	@for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} ($${t#*:}, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) "$${t#*:}" || exit 1; \
+	done
+
 .PHONY: lint
 lint: ## Run golangci-lint
 	@scripts/install-tools.sh golangci-lint >/dev/null

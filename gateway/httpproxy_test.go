@@ -28,7 +28,7 @@ func knowToken(g *Gateway, secret, user string, perms ...string) {
 }
 
 // headerEcho answers with the request headers it received.
-func headerEcho(t *testing.T) *httptest.Server {
+func headerEcho(t testing.TB) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(r.Header)
