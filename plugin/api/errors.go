@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/store"
 )
@@ -41,6 +42,9 @@ func (s *Server) fail(c *gin.Context, err error) {
 		abort(c, http.StatusConflict, err.Error())
 	case errors.Is(err, context.Canceled):
 		c.Abort() // the client went away
+	case errors.Is(err, nomadjob.ErrNomadUnavailable):
+		c.Header("Retry-After", "5")
+		abort(c, http.StatusServiceUnavailable, err.Error())
 	default:
 		s.Log.Error("request failed", "method", c.Request.Method, "path", c.FullPath(), "error", err)
 		abort(c, http.StatusInternalServerError, "internal error: "+err.Error())

@@ -371,3 +371,20 @@ func TestUsagePercent(t *testing.T) {
 		t.Fatal("no usage must be an error")
 	}
 }
+
+// parser answers like a Nomad agent: with a parse error, or not at all.
+type parser struct{ err error }
+
+func (p parser) ParseHCLOpts(*api.JobsParseRequest) (*api.Job, error) { return nil, p.err }
+
+func TestParseTemplate_NomadDownIsNotTheTemplatesFault(t *testing.T) {
+	spec := &pool.Spec{Template: "job {}", Ports: []pool.Port{{Label: "http"}}}
+	_, err := ParseTemplate(parser{errors.New("dial tcp 127.0.0.1:4646: connect: connection refused")}, spec, rawExec)
+	if !errors.Is(err, ErrNomadUnavailable) {
+		t.Fatalf("Nomad unreachable: %v, want ErrNomadUnavailable", err)
+	}
+	var verr *pool.ValidationError
+	if errors.As(err, &verr) {
+		t.Fatal("Nomad being down was blamed on the template")
+	}
+}

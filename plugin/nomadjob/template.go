@@ -6,6 +6,7 @@ package nomadjob
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -21,6 +22,9 @@ import (
 type Parser interface {
 	ParseHCLOpts(req *api.JobsParseRequest) (*api.Job, error)
 }
+
+// ErrNomadUnavailable means Nomad could not be asked; callers answer 503.
+var ErrNomadUnavailable = errors.New("nomad is unavailable")
 
 // Policy is what the operator lets tenants' templates do.
 type Policy struct {
@@ -38,8 +42,15 @@ var DefaultAllowedDrivers = []string{"docker", "podman", "exec", "java"}
 // "template".
 func ParseTemplate(p Parser, spec *pool.Spec, policy Policy) (*api.Job, error) {
 	job, err := p.ParseHCLOpts(&api.JobsParseRequest{JobHCL: spec.Template})
-	if err != nil {
+	var ure api.UnexpectedResponseError
+	var urp *api.UnexpectedResponseError
+	switch {
+	case err == nil:
+	case errors.As(err, &ure) && ure.StatusCode() < 500, errors.As(err, &urp) && urp.StatusCode() < 500:
 		return nil, templateError("Nomad cannot parse it: %s", nomadMessage(err))
+	default:
+		// Nomad did not answer (or failed): the template is not at fault.
+		return nil, fmt.Errorf("%w: %w", ErrNomadUnavailable, err)
 	}
 	if err := CheckTemplate(job, spec, policy); err != nil {
 		return nil, err
