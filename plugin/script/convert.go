@@ -14,7 +14,7 @@ import (
 
 // ToStarlark converts an API value (PoolInfo, PoolList, …) to Starlark the
 // way encoding/json would render it: structs become dicts keyed by their
-// JSON names (omitempty and embedded structs honoured), slices lists,
+// JSON names (omitempty, omitzero and embedded structs honoured), slices lists,
 // nil pointers None, integers ints, floats floats, and values with their
 // own JSON or text form (times, durations) strings.
 func ToStarlark(v any) (starlark.Value, error) {
@@ -114,7 +114,8 @@ func structFields(v reflect.Value, d *starlark.Dict) error {
 		if name == "" {
 			name = f.Name
 		}
-		if strings.Contains(","+opts+",", ",omitempty,") && isEmpty(fv) {
+		if strings.Contains(","+opts+",", ",omitempty,") && isEmpty(fv) ||
+			strings.Contains(","+opts+",", ",omitzero,") && isZero(fv) {
 			continue
 		}
 		e, err := toStarlark(fv)
@@ -136,6 +137,18 @@ func isEmpty(v reflect.Value) bool {
 	default:
 		return v.IsZero()
 	}
+}
+
+// isZero is encoding/json's omitzero test: the value's IsZero method when
+// it has one, else the zero value.
+func isZero(v reflect.Value) bool {
+	if v.Kind() == reflect.Pointer && v.IsNil() {
+		return true
+	}
+	if z, ok := v.Interface().(interface{ IsZero() bool }); ok {
+		return z.IsZero()
+	}
+	return v.IsZero()
 }
 
 // marshaled converts a value through its own JSON form.
