@@ -65,7 +65,7 @@ const (
 )
 
 // MaxSourceBytes bounds a script's size.
-const MaxSourceBytes = 64 << 10
+const MaxSourceBytes = 64 << 10 // pool.MaxScalerSourceBytes, without importing it
 
 // Outcome classifies how a run ended.
 type Outcome string
