@@ -254,7 +254,15 @@ func (p *Program) Exec(ctx context.Context, r Run) (res *Result, err error) {
 		predeclared[k] = v
 	}
 	if _, err := p.prog.Init(thread, predeclared); err != nil {
-		return res, runError(p.file, err, stop.get())
+		stopped := stop.get()
+		if stopped == "" && ctx.Err() != nil {
+			// A call out noticed the deadline before the watcher did.
+			stopped = OutcomeCanceled
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				stopped = OutcomeTimeout
+			}
+		}
+		return res, runError(p.file, err, stopped)
 	}
 	return res, nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -43,6 +44,22 @@ func New(addr, token string) (*Client, error) {
 		return nil, fmt.Errorf("invalid API address %q: want a URL such as %s", addr, DefaultAddress)
 	}
 	return &Client{addr: strings.TrimRight(addr, "/"), token: token, http: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// NewHandler returns a client that calls h in this process instead of
+// over the network; with api.AsOwner it is how the leader runs a scaler
+// as a pool's owner.
+func NewHandler(h http.Handler) *Client {
+	return &Client{addr: "http://in-process", http: &http.Client{Transport: handlerTransport{h}, Timeout: 60 * time.Second}}
+}
+
+// handlerTransport serves requests with a handler.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, req)
+	return rec.Result(), nil
 }
 
 // Error is an error answer of the API.
