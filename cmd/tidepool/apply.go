@@ -184,6 +184,9 @@ func specDiff(old, new *pool.Spec, templateGen int64) []string {
 	if old.Template != new.Template {
 		out = append(out, "~ template: changed")
 	}
+	if old.Scaler != nil && new.Scaler != nil && old.Scaler.Source != new.Scaler.Source {
+		out = append(out, "~ scaler.source: changed")
+	}
 	a, b := flatten(old), flatten(new)
 	keys := map[string]bool{}
 	for k := range a {
@@ -220,6 +223,11 @@ func specDiff(old, new *pool.Spec, templateGen int64) []string {
 func flatten(s *pool.Spec) map[string]string {
 	c := *s
 	c.Template = ""
+	if c.Scaler != nil {
+		sc := *c.Scaler
+		sc.Source = "" // shown as changed or not, not line by line
+		c.Scaler = &sc
+	}
 	raw, _ := json.Marshal(c)
 	var m map[string]any
 	_ = json.Unmarshal(raw, &m)

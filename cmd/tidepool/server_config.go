@@ -15,6 +15,7 @@ import (
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
+	"github.com/tidepool-run/tidepool/plugin/sandbox"
 	"github.com/tidepool-run/tidepool/plugin/store"
 )
 
@@ -35,6 +36,8 @@ type serverConfig struct {
 	Autoscale autoscale.Config
 	// Templates is what tenants' templates may do.
 	Templates nomadjob.Policy
+	// ScalerLimits bound every run of a pool's scheduled scaler script.
+	ScalerLimits sandbox.Limits
 }
 
 func defaultServerConfig() serverConfig {
@@ -50,6 +53,7 @@ func defaultServerConfig() serverConfig {
 		Defaults:      poolspec.DefaultDefaults(),
 		Autoscale:     autoscale.DefaultConfig(),
 		Templates:     nomadjob.Policy{AllowedDrivers: slices.Clone(nomadjob.DefaultAllowedDrivers)},
+		ScalerLimits:  sandbox.Limits{MaxSteps: sandbox.DefaultMaxSteps, Timeout: sandbox.DefaultTimeout},
 	}
 }
 
@@ -63,6 +67,13 @@ type serverFile struct {
 	Leader        *leaderBlock    `hcl:"leader,block"`
 	Autoscaler    *autoscalerFile `hcl:"autoscaler,block"`
 	Limits        *limitsBlock    `hcl:"limits,block"`
+	Scaler        *scalerBlock    `hcl:"scaler,block"`
+}
+
+// scalerBlock bounds scheduled scaler scripts.
+type scalerBlock struct {
+	MaxSteps *int    `hcl:"max_steps,optional"`
+	Timeout  *string `hcl:"timeout,optional"`
 }
 
 type leaderBlock struct {
@@ -147,6 +158,12 @@ func (c *serverConfig) validate() error {
 	if strings.Trim(c.KVPrefix, "/") == "" {
 		problems = append(problems, "kv_prefix must not be empty")
 	}
+	if c.ScalerLimits.MaxSteps < 1000 {
+		problems = append(problems, "scaler.max_steps must be at least 1000")
+	}
+	if c.ScalerLimits.Timeout < 100*time.Millisecond || c.ScalerLimits.Timeout > 10*time.Minute {
+		problems = append(problems, "scaler.timeout must be from 100ms to 10m")
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("invalid server config: %s", strings.Join(problems, "; "))
 	}
@@ -176,6 +193,16 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 	if l := file.Leader; l != nil {
 		dur("leader.session_ttl", &cfg.SessionTTL, l.SessionTTL)
 		dur("leader.lock_delay", &cfg.LockDelay, l.LockDelay)
+	}
+	if sc := file.Scaler; sc != nil {
+		if sc.MaxSteps != nil {
+			if *sc.MaxSteps < 0 {
+				errs = append(errs, "scaler.max_steps: must not be negative")
+			} else {
+				cfg.ScalerLimits.MaxSteps = uint64(*sc.MaxSteps)
+			}
+		}
+		dur("scaler.timeout", &cfg.ScalerLimits.Timeout, sc.Timeout)
 	}
 	if l := file.Limits; l != nil {
 		assign(&cfg.Defaults.Limits.MaxDesiredCount, l.MaxDesiredCount)
