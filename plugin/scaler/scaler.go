@@ -226,10 +226,9 @@ func (s *Scheduler) runOne(ctx context.Context, p *pool.Pool) time.Time {
 
 // execute runs the script; it never panics and never outlives the limits.
 func (s *Scheduler) execute(ctx context.Context, p *pool.Pool) (outcome sandbox.Outcome, res *sandbox.Result, err error) {
-	res = &sandbox.Result{}
 	defer func() {
 		if v := recover(); v != nil {
-			outcome, err = sandbox.OutcomeError, fmt.Errorf("internal error running the script: %v", v)
+			outcome, res, err = sandbox.OutcomeError, &sandbox.Result{}, fmt.Errorf("internal error running the script: %v", v)
 		}
 	}()
 	sc := p.Spec.Scaler
