@@ -3,13 +3,10 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,20 +30,7 @@ type cliEnv struct {
 // run executes the CLI and returns its exit code, stdout and stderr.
 func (e *cliEnv) run(stdin string, args ...string) (int, string, string) {
 	e.t.Helper()
-	cmd := exec.Command(e.bin, args...)
-	cmd.Env = append(os.Environ(), "TIDEPOOL_ADDR=http://"+e.addr, "TIDEPOOL_TOKEN="+e.token)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("run %v: %v", args, err)
-	}
-	return code, out.String(), errb.String()
+	return testutil.RunCommand(e.t, e.bin, []string{"TIDEPOOL_ADDR=http://" + e.addr, "TIDEPOOL_TOKEN=" + e.token}, stdin, args...)
 }
 
 // ok runs the CLI and fails the test unless it exits 0.

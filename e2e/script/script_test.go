@@ -4,15 +4,12 @@
 package script
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -81,19 +78,7 @@ func (e *env) write(name, content string) string {
 // stderr.
 func (e *env) run(token string, args ...string) (int, string, string) {
 	e.t.Helper()
-	cmd := exec.Command(e.bin, args...)
-	cmd.Env = append(os.Environ(), "TIDEPOOL_ADDR=http://"+e.addr, "TIDEPOOL_TOKEN="+token)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("run %v: %v", args, err)
-	}
-	return code, out.String(), errb.String()
+	return testutil.RunCommand(e.t, e.bin, []string{"TIDEPOOL_ADDR=http://" + e.addr, "TIDEPOOL_TOKEN=" + token}, "", args...)
 }
 
 func (e *env) ok(token string, args ...string) string {
