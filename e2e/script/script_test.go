@@ -45,7 +45,7 @@ func newEnv(t *testing.T, name string) *env {
 	c := cluster.New(t, cluster.Config{Name: name})
 	e.addr = testutil.FreeAddr(t)
 	cfg := e.write("server.hcl", serverConfig)
-	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-config", cfg, "-http-addr", e.addr,
+	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-config", cfg, "-http-addr", e.addr, "-allowed-drivers", "raw_exec",
 		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
 	testutil.WaitHealthy(t, e.addr)
 
