@@ -111,10 +111,11 @@ func (e *env) waitAlive(name string, n int, within time.Duration) {
 	})
 }
 
-func poolSpec(name string, count int, scaler string) string {
+// poolSpec is a one-member echo pool, with scaler inserted in its block.
+func poolSpec(name, scaler string) string {
 	return fmt.Sprintf(`pool %q {
   template      = "echo.nomad.hcl"
-  desired_count = %d
+  desired_count = 1
 
   port "http" {
     number = 8080
@@ -126,7 +127,7 @@ func poolSpec(name string, count int, scaler string) string {
     grace_period = "1s"
   }
 %s}
-`, name, count, scaler)
+`, name, scaler)
 }
 
 // TestScriptRun_ScalesWithTheCallersToken: `tidepool script run` raises a
@@ -135,7 +136,7 @@ func poolSpec(name string, count int, scaler string) string {
 func TestScriptRun_ScalesWithTheCallersToken(t *testing.T) {
 	e := newEnv(t, "scriptrun")
 	alice := e.tokens["alice"]
-	e.ok(alice, "pool", "apply", e.write("web.pool.hcl", poolSpec("web", 1, "")))
+	e.ok(alice, "pool", "apply", e.write("web.pool.hcl", poolSpec("web", "")))
 	e.waitAlive("web", 1, time.Minute)
 
 	grow := e.write("grow.star", `info = pool.get("web")
@@ -192,7 +193,7 @@ if info["desired_count"] != 2:
 else:
     print("sched: already 2")
 `)
-	spec := e.write("sched.pool.hcl", poolSpec("sched", 1, `
+	spec := e.write("sched.pool.hcl", poolSpec("sched", `
   scaler {
     script   = "to2.star"
     interval = "5s"
@@ -209,7 +210,7 @@ else:
 
 	// A script that does not parse is refused at apply, with its line.
 	e.write("broken.star", "info = pool.get(\"sched\")\nif info[\"desired_count\"] >\n    pass\n")
-	code, _, errOut := e.run(alice, "pool", "apply", "-detach", e.write("broken.pool.hcl", poolSpec("broken", 1, `
+	code, _, errOut := e.run(alice, "pool", "apply", "-detach", e.write("broken.pool.hcl", poolSpec("broken", `
   scaler {
     script = "broken.star"
   }
@@ -223,7 +224,7 @@ else:
 
 	// An endless loop is stopped by the step limit, every interval.
 	e.write("loop.star", "print(\"looping\")\nfor i in range(1 << 60):\n    pass\n")
-	e.ok(alice, "pool", "apply", e.write("loop.pool.hcl", poolSpec("loop", 1, `
+	e.ok(alice, "pool", "apply", e.write("loop.pool.hcl", poolSpec("loop", `
   scaler {
     script   = "loop.star"
     interval = "2s"
