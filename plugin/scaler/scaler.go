@@ -32,6 +32,7 @@ import (
 // Store is what the scheduler reads and writes; *store.Store satisfies it.
 type Store interface {
 	ListPools(ctx context.Context, waitIndex uint64, wait time.Duration) ([]*pool.Pool, uint64, error)
+	GetPool(ctx context.Context, id string) (*pool.Pool, error)
 	GetScalerStatus(ctx context.Context, poolID string) (*pool.ScalerStatus, error)
 	PutScalerStatus(ctx context.Context, st *pool.ScalerStatus) error
 }
@@ -171,7 +172,15 @@ func Scheduled(p *pool.Pool) bool {
 
 // runOne runs p's scaler if it is due by its stored status, and returns
 // when to look again.
-func (s *Scheduler) runOne(ctx context.Context, p *pool.Pool) time.Time {
+func (s *Scheduler) runOne(ctx context.Context, listed *pool.Pool) time.Time {
+	// The listing may be a moment old: a pool stopped since must not run.
+	p, err := s.store.GetPool(ctx, listed.ID)
+	if err != nil || !Scheduled(p) {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.logError(ctx, "read pool", listed, err)
+		}
+		return time.Time{}
+	}
 	interval := p.Spec.Scaler.Interval.D()
 	st, err := s.store.GetScalerStatus(ctx, p.ID)
 	switch {

@@ -41,6 +41,18 @@ func (m *memStore) ListPools(context.Context, uint64, time.Duration) ([]*pool.Po
 	return out, m.index, nil
 }
 
+func (m *memStore) GetPool(_ context.Context, id string) (*pool.Pool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.pools {
+		if p.ID == id {
+			c := *p
+			return &c, nil
+		}
+	}
+	return nil, fmt.Errorf("pool %s: %w", id, store.ErrNotFound)
+}
+
 func (m *memStore) GetScalerStatus(_ context.Context, id string) (*pool.ScalerStatus, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -233,7 +245,7 @@ func TestScheduler_OneClaimWins(t *testing.T) {
 	a, b := h.scheduler(sandbox.Limits{}), h.scheduler(sandbox.Limits{})
 	var wg sync.WaitGroup
 	for _, s := range []*Scheduler{a, b} {
-		wg.Go(func() { s.runOne(context.Background(), scaledPool("p-1", growScript, 10*time.Second)) })
+		wg.Go(func() { s.runOne(context.Background(), &pool.Pool{ID: "p-1"}) })
 	}
 	wg.Wait()
 	if n := len(h.calls()); n != 2 {
@@ -241,6 +253,19 @@ func TestScheduler_OneClaimWins(t *testing.T) {
 	}
 	if st := h.store.status(t, "p-1"); st.Runs != 1 {
 		t.Fatalf("runs %d", st.Runs)
+	}
+}
+
+// TestScheduler_RereadsThePool: a pool stopped after the listing that
+// found it does not run.
+func TestScheduler_RereadsThePool(t *testing.T) {
+	h := newHarness(scaledPool("p-1", growScript, 10*time.Second))
+	s := h.scheduler(sandbox.Limits{})
+	listed := scaledPool("p-1", growScript, 10*time.Second)
+	h.store.pools[0].Spec.Active = false
+	s.runOne(context.Background(), listed)
+	if got := h.calls(); len(got) != 0 {
+		t.Fatalf("a stopped pool's scaler ran: %q", got)
 	}
 }
 
