@@ -22,8 +22,11 @@ import (
 
 type env struct {
 	t      *testing.T
-	bin    string
+	bin     string
+	cluster *cluster.Cluster
+	// addr is the API the CLI talks to; server is the first controller.
 	addr   string
+	server *testutil.Process
 	dir    string
 	admin  string
 	tokens map[string]string // user → token
@@ -42,12 +45,9 @@ func newEnv(t *testing.T, name string) *env {
 	t.Helper()
 	e := &env{t: t, bin: testutil.BuildBinary(t, "./cmd/tidepool"), dir: t.TempDir(), tokens: map[string]string{}}
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
-	c := cluster.New(t, cluster.Config{Name: name})
-	e.addr = testutil.FreeAddr(t)
-	cfg := e.write("server.hcl", serverConfig)
-	testutil.StartProcess(t, "server", e.bin, c.Env(), "server", "-config", cfg, "-http-addr", e.addr, "-allowed-drivers", "raw_exec",
-		"-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
-	testutil.WaitHealthy(t, e.addr)
+	e.cluster = cluster.New(t, cluster.Config{Name: name})
+	e.write("server.hcl", serverConfig)
+	e.server, e.addr = e.startServer("ctrl-a")
 
 	var boot api.TokenInfo
 	if err := json.Unmarshal([]byte(e.ok("", "token", "bootstrap", "-json")), &boot); err != nil || boot.Token == "" {
@@ -63,6 +63,17 @@ func newEnv(t *testing.T, name string) *env {
 	}
 	e.write("echo.nomad.hcl", testutil.EchoJob{Bin: echo, Service: "script-" + name}.HCL())
 	return e
+}
+
+// startServer runs a controller against the cluster and returns it with
+// its API address.
+func (e *env) startServer(name string) (*testutil.Process, string) {
+	e.t.Helper()
+	addr := testutil.FreeAddr(e.t)
+	p := testutil.StartProcess(e.t, name, e.bin, e.cluster.Env(), "server", "-config", filepath.Join(e.dir, "server.hcl"),
+		"-name", name, "-http-addr", addr, "-allowed-drivers", "raw_exec", "-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
+	testutil.WaitHealthy(e.t, addr)
+	return p, addr
 }
 
 func (e *env) write(name, content string) string {
@@ -268,4 +279,56 @@ func (e *env) get(path string) string {
 	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestScheduledScaler_OnceAcrossAFailover: the standby that takes over
+// reads the last run from KV and does not run the script again before one
+// interval has passed since it.
+func TestScheduledScaler_OnceAcrossAFailover(t *testing.T) {
+	e := newEnv(t, "failover")
+	alice := e.tokens["alice"]
+	_, standby := e.startServer("ctrl-b") // ctrl-a leads already
+	const interval = 30 * time.Second
+	e.write("tick.star", "print(\"tick\")\n")
+	e.ok(alice, "pool", "apply", "-detach", e.write("tick.pool.hcl", poolSpec("tick", `
+  scaler {
+    script   = "tick.star"
+    interval = "30s"
+  }
+`)))
+	var first time.Time
+	testutil.Eventually(t, 20*time.Second, 200*time.Millisecond, "the first run", func(context.Context) error {
+		sc := e.status("tick").Scaler
+		if sc == nil || sc.Runs != 1 || sc.Outcome != "ok" {
+			return fmt.Errorf("scaler %+v", sc)
+		}
+		first = *sc.LastRun
+		return nil
+	})
+	if err := e.server.Stop(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e.addr = standby
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "the standby leads", func(context.Context) error {
+		var h api.Health
+		if err := json.Unmarshal([]byte(e.get("/v1/health")), &h); err != nil || !h.Leader {
+			return fmt.Errorf("health %+v, %v", h, err)
+		}
+		return nil
+	})
+	tookOver := time.Now()
+	if !tookOver.Before(first.Add(interval)) {
+		t.Fatalf("the standby took over %s after the first run: too late to tell", tookOver.Sub(first))
+	}
+	testutil.Eventually(t, interval+15*time.Second, 250*time.Millisecond, "the second run, by the new leader", func(context.Context) error {
+		sc := e.status("tick").Scaler
+		if sc.Runs < 2 {
+			return fmt.Errorf("%d runs", sc.Runs)
+		}
+		if sc.Runs > 2 || sc.LastRun.Before(first.Add(interval)) {
+			t.Fatalf("the new leader ran early: run %d at %s, %s after the first (interval %s)", sc.Runs, sc.LastRun, sc.LastRun.Sub(first), interval)
+		}
+		t.Logf("new leader %s after the first run; second run %s after it (interval %s)", tookOver.Sub(first).Round(time.Millisecond), sc.LastRun.Sub(first).Round(time.Millisecond), interval)
+		return nil
+	})
 }
