@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -114,6 +115,10 @@ func (c *serverConfig) settings() settings {
 			help: "Lock-delay after a leader dies, 0s..1m.", set: durationSetter(&c.LockDelay), example: "3s"},
 		{flag: "allowed-drivers", env: "TIDEPOOL_ALLOWED_DRIVERS", file: "limits.allowed_drivers", kind: kindList, def: strings.Join(nomadjob.DefaultAllowedDrivers, ","),
 			help: "Task drivers pool templates may use; raw_exec only where every tenant is trusted.", set: listSetter(&c.Templates.AllowedDrivers), example: "raw_exec,exec"},
+		{flag: "scaler-max-steps", env: "TIDEPOOL_SCALER_MAX_STEPS", file: "scaler.max_steps", kind: kindInt, def: strconv.Itoa(sandbox.DefaultMaxSteps),
+			help: "Starlark step limit of each scheduled scaler run.", set: stepsSetter(&c.ScalerLimits.MaxSteps), example: "5000"},
+		{flag: "scaler-timeout", env: "TIDEPOOL_SCALER_TIMEOUT", file: "scaler.timeout", kind: kindDuration, def: sandbox.DefaultTimeout.String(),
+			help: "Wall-clock limit of each scheduled scaler run, API calls included.", set: durationSetter(&c.ScalerLimits.Timeout), example: "3s"},
 		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
 			help: "trace, debug, info, warn or error.", set: stringSetter(&c.LogLevel), example: "debug"},
 	}
@@ -237,4 +242,19 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// stepsSetter reads a step limit, a whole number that is not negative.
+func stepsSetter(dst *uint64) func(string) error {
+	return func(v string) error {
+		var n int
+		if err := intSetter(&n)(v); err != nil {
+			return err
+		}
+		if n < 0 {
+			return fmt.Errorf("%q must not be negative", v)
+		}
+		*dst = uint64(n)
+		return nil
+	}
 }

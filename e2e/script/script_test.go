@@ -21,14 +21,13 @@ import (
 )
 
 type env struct {
-	t      *testing.T
+	t       *testing.T
 	bin     string
 	cluster *cluster.Cluster
 	// addr is the API the CLI talks to; server is the first controller.
 	addr   string
 	server *testutil.Process
 	dir    string
-	admin  string
 	tokens map[string]string // user → token
 }
 
@@ -49,14 +48,10 @@ func newEnv(t *testing.T, name string) *env {
 	e.write("server.hcl", serverConfig)
 	e.server, e.addr = e.startServer("ctrl-a")
 
-	var boot api.TokenInfo
-	if err := json.Unmarshal([]byte(e.ok("", "token", "bootstrap", "-json")), &boot); err != nil || boot.Token == "" {
-		t.Fatalf("bootstrap: %v %+v", err, boot)
-	}
-	e.admin = boot.Token
+	_, admin := testutil.Bootstrap(t, e.addr)
 	for _, user := range []string{"alice", "bob"} {
-		var info api.TokenInfo
-		if err := json.Unmarshal([]byte(e.ok(e.admin, "token", "create", "-user", user, "-permission", "use-pools", "-json")), &info); err != nil {
+		info, err := admin.CreateToken(context.Background(), user, []string{api.PermUsePools})
+		if err != nil {
 			t.Fatal(err)
 		}
 		e.tokens[user] = info.Token
@@ -69,10 +64,7 @@ func newEnv(t *testing.T, name string) *env {
 // its API address.
 func (e *env) startServer(name string) (*testutil.Process, string) {
 	e.t.Helper()
-	addr := testutil.FreeAddr(e.t)
-	p := testutil.StartProcess(e.t, name, e.bin, e.cluster.Env(), "server", "-config", filepath.Join(e.dir, "server.hcl"),
-		"-name", name, "-http-addr", addr, "-allowed-drivers", "raw_exec", "-session-ttl", "10s", "-lock-delay", "1s", "-log-level", "debug")
-	testutil.WaitHealthy(e.t, addr)
+	addr, p := testutil.StartServer(e.t, e.bin, e.cluster.Env(), "-config", filepath.Join(e.dir, "server.hcl"), "-name", name, "-log-level", "debug")
 	return p, addr
 }
 
@@ -264,10 +256,12 @@ else:
 	// A stopped pool's scaler does not run.
 	e.ok(alice, "pool", "stop", "loop")
 	stopped := time.Now()
-	time.Sleep(3 * 2 * time.Second) // three intervals in which nothing may happen: there is no event to wait for
-	if sc := e.status("loop").Scaler; sc.LastRun.After(stopped) {
-		t.Fatalf("a stopped pool's scaler ran at %s, after the stop at %s", sc.LastRun, stopped)
-	}
+	testutil.Never(t, 3*2*time.Second, 250*time.Millisecond, "a stopped pool's scaler runs", func(context.Context) error {
+		if sc := e.status("loop").Scaler; sc.LastRun.After(stopped) {
+			return fmt.Errorf("it ran at %s, after the stop at %s", sc.LastRun, stopped)
+		}
+		return nil
+	})
 }
 
 func (e *env) get(path string) string {
