@@ -305,8 +305,11 @@ func TestScheduledScaler_OnceAcrossAFailover(t *testing.T) {
 	e.addr = standby
 	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, "the standby leads", func(context.Context) error {
 		var h api.Health
-		if err := json.Unmarshal([]byte(e.get("/v1/health")), &h); err != nil || !h.Leader {
-			return fmt.Errorf("health %+v, %v", h, err)
+		if err := json.Unmarshal([]byte(e.get("/v1/health")), &h); err != nil {
+			return fmt.Errorf("health: %w", err)
+		}
+		if !h.Leader {
+			return fmt.Errorf("health %+v", h)
 		}
 		return nil
 	})
