@@ -3,7 +3,7 @@ package pool
 import "time"
 
 // ScalerStatus is the record of a pool's scheduled scaler
-// (scalers/<pool-id> in KV). The leader writes LastRun before it runs the
+// (scaler-runs/<pool-id> in KV). The leader writes LastRun before it runs the
 // script, with a check-and-set, so every controller — a new leader after
 // a failover too — runs a pool's script at most once per interval.
 type ScalerStatus struct {

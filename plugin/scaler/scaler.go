@@ -4,7 +4,7 @@
 // limits, off the reconcile workers.
 //
 // One run per interval across all controllers: before a run the leader
-// writes the pool's status record (scalers/<pool-id>) with LastRun = now,
+// writes the pool's status record (scaler-runs/<pool-id>) with LastRun = now,
 // check-and-set against the record it read. A new leader reads LastRun
 // and waits until LastRun + interval, and of two controllers that both
 // believe they lead only the first write wins.

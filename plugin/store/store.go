@@ -10,7 +10,7 @@
 //	names/<owner>/<name>            pool id
 //	members/<pool-id>/<member-id>   pool.Member (JSON)
 //	tombstones/<pool-id>            Tombstone (JSON)
-//	scalers/<pool-id>               pool.ScalerStatus (JSON)
+//	scaler-runs/<pool-id>           pool.ScalerStatus (JSON)
 package store
 
 import (
