@@ -223,11 +223,6 @@ func specDiff(old, new *pool.Spec, templateGen int64) []string {
 func flatten(s *pool.Spec) map[string]string {
 	c := *s
 	c.Template = ""
-	if c.Scaler != nil {
-		sc := *c.Scaler
-		sc.Source = "" // shown as changed or not, not line by line
-		c.Scaler = &sc
-	}
 	raw, _ := json.Marshal(c)
 	var m map[string]any
 	_ = json.Unmarshal(raw, &m)
@@ -255,5 +250,7 @@ func flatten(s *pool.Spec) map[string]string {
 		}
 		walk(k, v)
 	}
+	// The script is shown as changed or not (specDiff), not line by line.
+	delete(out, "scaler.source")
 	return out
 }

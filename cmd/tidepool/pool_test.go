@@ -45,4 +45,8 @@ func TestSpecDiff_ScalerSource(t *testing.T) {
 	if d := specDiff(&old, &changed, 1); len(d) != 1 || d[0] != "~ scaler.source: changed" {
 		t.Fatalf("diff %q", d)
 	}
+	added := specDiff(&pool.Spec{Name: "web"}, &old, 1)
+	if strings.Join(added, "\n") != "+ scaler.interval: \"15s\"\n+ scaler.script: \"s.star\"" {
+		t.Fatalf("adding a scaler shows %q", added)
+	}
 }
