@@ -184,6 +184,9 @@ func specDiff(old, new *pool.Spec, templateGen int64) []string {
 	if old.Template != new.Template {
 		out = append(out, "~ template: changed")
 	}
+	if old.Scaler != nil && new.Scaler != nil && old.Scaler.Source != new.Scaler.Source {
+		out = append(out, "~ scaler.source: changed")
+	}
 	a, b := flatten(old), flatten(new)
 	keys := map[string]bool{}
 	for k := range a {
@@ -247,5 +250,7 @@ func flatten(s *pool.Spec) map[string]string {
 		}
 		walk(k, v)
 	}
+	// The script is shown as changed or not (specDiff), not line by line.
+	delete(out, "scaler.source")
 	return out
 }

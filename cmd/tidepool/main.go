@@ -54,7 +54,7 @@ func commands(ui cli.Ui) map[string]cli.CommandFactory {
 		"server":  func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
 		"gateway": func() (cli.Command, error) { return &gatewayCommand{ui: ui}, nil },
 	}
-	for _, group := range []map[string]cli.CommandFactory{poolCommands(ui), tokenCommands(ui)} {
+	for _, group := range []map[string]cli.CommandFactory{poolCommands(ui), tokenCommands(ui), scriptCommands(ui)} {
 		for name, f := range group {
 			cmds[name] = f
 		}
@@ -64,5 +64,5 @@ func commands(ui cli.Ui) map[string]cli.CommandFactory {
 
 // isGroup reports whether args name only a command group, such as `pool`.
 func isGroup(args []string) bool {
-	return len(args) == 1 && (args[0] == "pool" || args[0] == "token")
+	return len(args) == 1 && (args[0] == "pool" || args[0] == "token" || args[0] == "script")
 }

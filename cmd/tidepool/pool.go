@@ -187,6 +187,9 @@ func formatStatus(info *api.PoolInfo, now time.Time) string {
 		fmt.Fprintf(&b, "  observed: %s %.2f stable, %.2f panic; %d ready, %d held; last traffic %s; complete data %v; last cold start %s\n\n",
 			o.Metric, o.Stable, o.Panic, o.ReadyMembers, o.Held, last, o.Complete, a.ColdStart)
 	}
+	if sc := info.Scaler; sc != nil {
+		b.WriteString(formatScaler(sc, now))
+	}
 	fmt.Fprintf(&b, "Utilization: %.1f rps (http %.1f, tcp %.1f, methods %.1f), in flight %.0f http / %.0f methods, cpu %.0f%%, memory %.0f%%\n\n",
 		u.CombinedRPS, u.HTTPRPS, u.TCPRPS, u.MethodRPS, u.HTTPInflight, u.MethodInflight, u.AvgCPUPercent, u.AvgMemoryPercent)
 	if len(info.Members) == 0 {
@@ -203,6 +206,32 @@ func formatStatus(info *api.PoolInfo, now time.Time) string {
 			strconv.FormatInt(m.Generation, 10), age(now.Sub(m.Since))})
 	}
 	b.WriteString(table([]string{"MEMBER", "STATE", "HEALTHY", "ADDRESS", "ALLOC", "GEN", "AGE"}, rows))
+	return b.String()
+}
+
+// formatScaler shows a pool's scheduled scaler and its last run.
+func formatScaler(sc *api.ScalerInfo, now time.Time) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Scaler: %s every %s", sc.Script, sc.Interval)
+	if sc.LastRun == nil {
+		b.WriteString(", not run yet\n\n")
+		return b.String()
+	}
+	fmt.Fprintf(&b, ", last run %s ago", age(now.Sub(*sc.LastRun)))
+	if sc.Outcome != "running" {
+		fmt.Fprintf(&b, " (%s)", sc.Duration)
+	}
+	fmt.Fprintf(&b, ": %s, %d runs\n", sc.Outcome, sc.Runs)
+	if sc.Error != "" {
+		fmt.Fprintf(&b, "  error: %s\n", sc.Error)
+	}
+	if len(sc.Output) > 0 {
+		b.WriteString("  output:\n")
+		for _, l := range sc.Output {
+			fmt.Fprintf(&b, "    %s\n", l)
+		}
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 

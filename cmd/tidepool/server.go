@@ -17,13 +17,18 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 	nomadapi "github.com/hashicorp/nomad/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/net/netutil"
 
 	"github.com/tidepool-run/tidepool/plugin/api"
+	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/controller"
 	"github.com/tidepool-run/tidepool/plugin/gatewaystats"
 	"github.com/tidepool-run/tidepool/plugin/leader"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
+	"github.com/tidepool-run/tidepool/plugin/scaler"
+	"github.com/tidepool-run/tidepool/plugin/script"
 	"github.com/tidepool-run/tidepool/plugin/store"
 )
 
@@ -111,12 +116,21 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	apiServer := &api.Server{
 		Store: st, Nomad: driver, Lead: elector, Defaults: cfg.Defaults, Traffic: traffic,
-		Version: versionString(), Log: log.Named("api"),
+		Metrics: reg, Version: versionString(), Log: log.Named("api"),
 	}
+	handler := apiServer.Handler()
+	// Scheduled scalers call the API in process as their pool's owner:
+	// the same handlers, checks and limits as a request with the owner's
+	// token, and no token to mint or leak.
+	scalers := scaler.New(st, func(owner string) script.API {
+		return client.NewHandler(api.AsOwner(handler, owner))
+	}, scaler.Config{Limits: cfg.ScalerLimits}, scaler.NewMetrics(reg), log)
 	// API requests are small (bodies at most 1 MiB): bound every phase.
-	srv := &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	ln = netutil.LimitListener(ln, maxAPIConns)
 	log.Info("serving API", "addr", ln.Addr().String(), "name", cfg.Name, "kv_prefix", st.Prefix())
@@ -136,6 +150,9 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 	wg.Go(func() { traffic.Run(runCtx) })
 	wg.Go(func() {
 		_ = elector.Run(runCtx, func(lead context.Context) error {
+			var leading sync.WaitGroup
+			defer leading.Wait()
+			leading.Go(func() { _ = scalers.Run(lead) })
 			return ctrl.Run(lead,
 				controller.NomadEvents(nomad.EventStream(), time.Second, log),
 				controller.ConsulHealth(consul.Health(), time.Second, log))

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
+	"github.com/tidepool-run/tidepool/plugin/sandbox"
 	"github.com/tidepool-run/tidepool/plugin/store"
 )
 
@@ -39,6 +41,8 @@ type serverConfig struct {
 	Templates nomadjob.Policy
 	// TLSCert and TLSKey, when set, serve the API over TLS.
 	TLSCert, TLSKey string
+	// ScalerLimits bound every run of a pool's scheduled scaler script.
+	ScalerLimits sandbox.Limits
 }
 
 func defaultServerConfig() serverConfig {
@@ -54,6 +58,7 @@ func defaultServerConfig() serverConfig {
 		Defaults:      poolspec.DefaultDefaults(),
 		Autoscale:     autoscale.DefaultConfig(),
 		Templates:     nomadjob.Policy{AllowedDrivers: slices.Clone(nomadjob.DefaultAllowedDrivers)},
+		ScalerLimits:  sandbox.Limits{MaxSteps: sandbox.DefaultMaxSteps, Timeout: sandbox.DefaultTimeout},
 	}
 }
 
@@ -68,6 +73,13 @@ type serverFile struct {
 	Autoscaler    *autoscalerFile `hcl:"autoscaler,block"`
 	Limits        *limitsBlock    `hcl:"limits,block"`
 	TLS           *tlsBlock       `hcl:"tls,block"`
+	Scaler        *scalerBlock    `hcl:"scaler,block"`
+}
+
+// scalerBlock bounds scheduled scaler scripts.
+type scalerBlock struct {
+	MaxSteps *int    `hcl:"max_steps,optional"`
+	Timeout  *string `hcl:"timeout,optional"`
 }
 
 type leaderBlock struct {
@@ -146,6 +158,10 @@ func (c *serverConfig) settings() settings {
 			help: "PEM certificate to serve the API over TLS (with -tls-key).", set: stringSetter(&c.TLSCert), example: "/etc/tidepool/api.pem"},
 		{flag: "tls-key", env: "TIDEPOOL_TLS_KEY", file: "tls.key_file", def: "none", pair: "tls-cert",
 			help: "PEM private key of -tls-cert.", set: stringSetter(&c.TLSKey), example: "/etc/tidepool/api-key.pem"},
+		{flag: "scaler-max-steps", env: "TIDEPOOL_SCALER_MAX_STEPS", file: "scaler.max_steps", kind: kindInt, def: strconv.Itoa(sandbox.DefaultMaxSteps),
+			help: "Starlark step limit of each scheduled scaler run.", set: stepsSetter(&c.ScalerLimits.MaxSteps), example: "5000"},
+		{flag: "scaler-timeout", env: "TIDEPOOL_SCALER_TIMEOUT", file: "scaler.timeout", kind: kindDuration, def: sandbox.DefaultTimeout.String(),
+			help: "Wall-clock limit of each scheduled scaler run, API calls included.", set: durationSetter(&c.ScalerLimits.Timeout), example: "3s"},
 		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
 			help: "trace, debug, info, warn or error.", set: stringSetter(&c.LogLevel), example: "debug"},
 	}
@@ -193,6 +209,12 @@ func (c *serverConfig) validate() error {
 	if strings.Trim(c.KVPrefix, "/") == "" {
 		problems = append(problems, "kv_prefix must not be empty")
 	}
+	if c.ScalerLimits.MaxSteps < 1000 {
+		problems = append(problems, "scaler.max_steps must be at least 1000")
+	}
+	if c.ScalerLimits.Timeout < 100*time.Millisecond || c.ScalerLimits.Timeout > 10*time.Minute {
+		problems = append(problems, "scaler.timeout must be from 100ms to 10m")
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("invalid server config: %s", strings.Join(problems, "; "))
 	}
@@ -224,6 +246,16 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		dur("leader.lock_delay", &cfg.LockDelay, l.LockDelay)
 	}
 	file.TLS.apply(&cfg.TLSCert, &cfg.TLSKey)
+	if sc := file.Scaler; sc != nil {
+		if sc.MaxSteps != nil {
+			if *sc.MaxSteps < 0 {
+				errs = append(errs, "scaler.max_steps: must not be negative")
+			} else {
+				cfg.ScalerLimits.MaxSteps = uint64(*sc.MaxSteps)
+			}
+		}
+		dur("scaler.timeout", &cfg.ScalerLimits.Timeout, sc.Timeout)
+	}
 	if l := file.Limits; l != nil {
 		assign(&cfg.Defaults.Limits.MaxDesiredCount, l.MaxDesiredCount)
 		if l.AllowedDrivers != nil {
@@ -257,4 +289,19 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// stepsSetter reads a step limit, a whole number that is not negative.
+func stepsSetter(dst *uint64) func(string) error {
+	return func(v string) error {
+		var n int
+		if err := intSetter(&n)(v); err != nil {
+			return err
+		}
+		if n < 0 {
+			return fmt.Errorf("%q must not be negative", v)
+		}
+		*dst = uint64(n)
+		return nil
+	}
 }

@@ -52,6 +52,10 @@ autoscaler {
 limits {
   max_desired_count = 40
 }
+scaler {
+  max_steps = 5000
+  timeout   = "2s"
+}
 `
 	cfg, err := loadWith(t, file, map[string]string{"TIDEPOOL_HTTP_ADDR": "127.0.0.1:2222", "TIDEPOOL_SWEEP_INTERVAL": "5s"}, "-sweep-interval", "3s")
 	if err != nil {
@@ -70,6 +74,9 @@ limits {
 	if a.Target != 50 || a.StableWindow.D() != 2*time.Minute || a.MinScale != 2 || a.ActivationScale != 2 || a.Metric != "concurrency" {
 		t.Errorf("autoscaler defaults %+v", a)
 	}
+	if s := cfg.ScalerLimits; s.MaxSteps != 5000 || s.Timeout != 2*time.Second {
+		t.Errorf("scaler limits %+v", s)
+	}
 	l := cfg.Defaults.Limits
 	if l.MaxScaleLimit != 30 || !l.AllowZeroInitialScale || l.MaxDesiredCount != 40 {
 		t.Errorf("limits %+v", l)
@@ -83,6 +90,8 @@ func TestLoadServerConfig_Errors(t *testing.T) {
 		`autoscaler { stable_window = "a while" }`: "autoscaler.stable_window",
 		`autoscaler { stable_windw = "60s" }`:      "stable_windw",
 		`unknown_key = 1`:                          "unknown_key",
+		`scaler { max_steps = 10 }`:                "scaler.max_steps must be at least 1000",
+		`scaler { timeout = "1h" }`:                "scaler.timeout must be from 100ms to 10m",
 	}
 	for file, want := range tests {
 		if _, err := loadWith(t, file, nil); err == nil || !strings.Contains(err.Error(), want) {

@@ -3,16 +3,13 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -36,20 +33,7 @@ type cliEnv struct {
 // run executes the CLI and returns its exit code, stdout and stderr.
 func (e *cliEnv) run(stdin string, args ...string) (int, string, string) {
 	e.t.Helper()
-	cmd := exec.Command(e.bin, args...)
-	cmd.Env = append(os.Environ(), "TIDEPOOL_ADDR=http://"+e.addr, "TIDEPOOL_TOKEN="+e.token)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("run %v: %v", args, err)
-	}
-	return code, out.String(), errb.String()
+	return testutil.RunCommand(e.t, e.bin, []string{"TIDEPOOL_ADDR=http://" + e.addr, "TIDEPOOL_TOKEN=" + e.token}, stdin, args...)
 }
 
 // ok runs the CLI and fails the test unless it exits 0.
@@ -281,10 +265,8 @@ func TestCLI_TLS(t *testing.T) {
 	if err := json.Unmarshal([]byte(e.ok("token", "bootstrap", "-address", https, "-ca-cert", cert, "-json")), &boot); err != nil || boot.Token == "" {
 		t.Fatalf("bootstrap over TLS: %v %+v", err, boot)
 	}
-	cmd := exec.Command(bin, "token", "self", "-address", https, "-json")
-	cmd.Env = append(os.Environ(), "TIDEPOOL_TOKEN="+boot.Token, "TIDEPOOL_CACERT="+cert)
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"user": "admin"`) {
-		t.Fatalf("TIDEPOOL_CACERT: %v %s", err, out)
+	if code, out, errOut := testutil.RunCommand(t, bin, []string{"TIDEPOOL_TOKEN=" + boot.Token, "TIDEPOOL_CACERT=" + cert}, "", "token", "self", "-address", https, "-json"); code != 0 || !strings.Contains(out, `"user": "admin"`) {
+		t.Fatalf("TIDEPOOL_CACERT: exit %d %s %s", code, out, errOut)
 	}
 
 	// A gateway serving TLS registers as https, and answers over it.

@@ -3,6 +3,7 @@ package testutil
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -116,4 +117,24 @@ func PIDsWithEnv(key, value string) []int {
 		}
 	}
 	return pids
+}
+
+// RunCommand runs bin to completion with args, stdin and env added to this
+// process's environment, and returns its exit code, stdout and stderr. A
+// binary that cannot be started fails the test.
+func RunCommand(t testing.TB, bin string, env []string, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %s %v: %v", bin, args, err)
+	}
+	return code, out.String(), errb.String()
 }

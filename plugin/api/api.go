@@ -11,6 +11,8 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/hashicorp/go-hclog"
 	nomadapi "github.com/hashicorp/nomad/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
@@ -33,6 +35,7 @@ type Store interface {
 	MarkDeleting(ctx context.Context, p *pool.Pool, now time.Time) error
 	ListMembers(ctx context.Context, poolID string) ([]*pool.Member, error)
 	GetScale(ctx context.Context, poolID string) (*pool.Scale, error)
+	GetScalerStatus(ctx context.Context, poolID string) (*pool.ScalerStatus, error)
 	CreateToken(ctx context.Context, t *store.Token) error
 	Bootstrap(ctx context.Context, t *store.Token) error
 	GetToken(ctx context.Context, hash string) (*store.Token, error)
@@ -77,6 +80,8 @@ type Server struct {
 	Defaults poolspec.Defaults
 	// Traffic, when set, fills utilization.
 	Traffic Traffic
+	// Metrics, when set, is served at GET /metrics.
+	Metrics prometheus.Gatherer
 	Version string
 	Log     hclog.Logger
 	// Now is the clock; nil means time.Now.
@@ -106,6 +111,9 @@ func (s *Server) Handler() http.Handler {
 		leader := s.Lead != nil && s.Lead.IsLeader()
 		c.JSON(http.StatusOK, Health{Status: "ok", Leader: leader, Version: s.Version})
 	})
+	if s.Metrics != nil {
+		r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{})))
+	}
 	r.POST("/api/tokens/bootstrap", s.bootstrap)
 
 	a := r.Group("/api", s.authenticate)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
@@ -45,6 +46,7 @@ type apiEnv struct {
 	t                 *testing.T
 	url               string
 	store             *store.Store
+	handler           http.Handler
 	admin, alice, bob string
 	// readOnly is carol's token without permissions.
 	readOnly string
@@ -58,9 +60,11 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	d.Limits.MaxDesiredCount = 50
 	d.Limits.MaxScaleLimit = 20
 	s := &Server{Store: st, Nomad: nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}}), Defaults: d, Log: hclog.NewNullLogger()}
-	srv := httptest.NewServer(s.Handler())
+	s.Metrics = prometheus.NewRegistry()
+	h := s.Handler()
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	e := &apiEnv{t: t, url: srv.URL, store: st}
+	e := &apiEnv{t: t, url: srv.URL, store: st, handler: h}
 
 	var boot TokenInfo
 	e.do("POST", "/api/tokens/bootstrap", "", nil, http.StatusCreated, &boot)
@@ -223,6 +227,9 @@ func TestAPI(t *testing.T) {
 			{"template without the port", with(spec("x"), "ports", []map[string]any{{"label": "admin", "number": 9000, "protocol": "tcp"}}), "template"},
 			{"unknown field", with(spec("x"), "desired_cont", 3), "desired_cont"},
 			{"wrong type", with(spec("x"), "desired_count", "three"), "desired_count"},
+			{"scaler script that does not parse", with(spec("x"), "scaler", map[string]any{"script": "s.star", "source": "if True\n", "interval": "15s"}), "scaler.source"},
+			{"scaler without a script", with(spec("x"), "scaler", map[string]any{"script": "s.star", "interval": "15s"}), "scaler.source"},
+			{"scaler with autoscaling", with(with(spec("x"), "autoscaling", map[string]any{"max_scale": 3}), "scaler", map[string]any{"script": "s.star", "source": "pass\n", "interval": "15s"}), "scaler"},
 			{"not JSON", "{", ""},
 			{"empty body", "", ""},
 			{"trailing data", `{"name":"x"} {}`, ""},
@@ -352,6 +359,56 @@ func TestAPI(t *testing.T) {
 		if b := e.do("POST", "/api/tokens", e.admin, map[string]any{"user": "erin", "ttl": "soon"}, http.StatusBadRequest, nil); !strings.Contains(string(b), "ttl") {
 			t.Fatalf("a bad ttl: %s", b)
 		}
+	})
+
+	t.Run("scaler script error names its line", func(t *testing.T) {
+		b := e.do("POST", "/api/pools", e.alice, with(spec("x"), "scaler", map[string]any{"script": "s.star", "source": "x = 1\nif x >\n  pass\n", "interval": "15s"}), http.StatusBadRequest, nil)
+		if !strings.Contains(string(b), "s.star:2:7: got newline, want primary expression") {
+			t.Fatalf("body %s", b)
+		}
+	})
+
+	t.Run("scaler shown before its first run", func(t *testing.T) {
+		var info PoolInfo
+		e.do("POST", "/api/pools", e.alice, with(spec("scaled"), "scaler", map[string]any{"script": "s.star", "source": "print(1)\n", "interval": "20s"}), http.StatusCreated, &info)
+		if sc := info.Scaler; sc == nil || sc.Script != "s.star" || sc.Interval.D() != 20*time.Second || sc.LastRun != nil || sc.Outcome != "" {
+			t.Fatalf("scaler %+v", info.Scaler)
+		}
+	})
+
+	t.Run("in process as the owner", func(t *testing.T) {
+		serve := func(user, method, path string, body any) *httptest.ResponseRecorder {
+			var r io.Reader
+			if body != nil {
+				r = strings.NewReader(mustJSON(body))
+			}
+			rec := httptest.NewRecorder()
+			AsOwner(e.handler, user).ServeHTTP(rec, httptest.NewRequest(method, path, r))
+			return rec
+		}
+		if rec := serve("alice", http.MethodGet, "/api/pools/scaled", nil); rec.Code != http.StatusOK {
+			t.Fatalf("alice's own pool: %d %s", rec.Code, rec.Body)
+		}
+		if rec := serve("alice", http.MethodPost, "/api/pools/scaled/size", map[string]any{"desired_count": 3}); rec.Code != http.StatusOK {
+			t.Fatalf("set size: %d %s", rec.Code, rec.Body)
+		}
+		if rec := serve("alice", http.MethodPost, "/api/pools/scaled/size", map[string]any{"desired_count": -1}); rec.Code != http.StatusBadRequest {
+			t.Fatalf("negative size: %d %s", rec.Code, rec.Body)
+		}
+		// Bob's pool is not alice's to see, and an admin's pool's scaler
+		// acts with use-pools only.
+		if rec := serve("bob", http.MethodGet, "/api/pools/scaled", nil); rec.Code != http.StatusNotFound {
+			t.Fatalf("another owner's pool: %d", rec.Code)
+		}
+		if rec := serve("admin", http.MethodPost, "/api/tokens", map[string]any{"user": "x"}); rec.Code != http.StatusForbidden {
+			t.Fatalf("a scaler created a token: %d", rec.Code)
+		}
+		// Over the network the identity cannot be claimed.
+		e.do("GET", "/api/pools/scaled", "", nil, http.StatusUnauthorized, nil)
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		e.do("GET", "/metrics", "", nil, http.StatusOK, nil)
 	})
 
 	t.Run("permission required to write", func(t *testing.T) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -52,6 +53,11 @@ func newSecret() (secret, accessor string) {
 // authenticate resolves the bearer token; 401 when it is missing or
 // unknown. The secret is never logged.
 func (s *Server) authenticate(c *gin.Context) {
+	if cl, ok := c.Request.Context().Value(identityKey{}).(*caller); ok {
+		c.Set(callerKey, cl)
+		c.Next()
+		return
+	}
 	h := c.GetHeader("Authorization")
 	secret, ok := pool.BearerToken(h)
 	if !ok {
@@ -80,6 +86,24 @@ func (s *Server) authenticate(c *gin.Context) {
 	}
 	c.Set(callerKey, &caller{User: t.User, Permissions: t.Permissions, AccessorID: t.AccessorID})
 	c.Next()
+}
+
+// identityKey carries an in-process caller in a request's context. Only
+// code in this process can set it: a request from the network carries
+// headers, never context values.
+type identityKey struct{}
+
+// AsOwner serves h as user with the use-pools permission, without a
+// token: the leader runs a pool's scheduled scaler through it, so the
+// script goes through the same handlers — ownership, validation, limits —
+// as a request with the owner's token would, and no secret is minted or
+// stored. It grants use-pools only, also to an admin's pool: a scaler acts
+// on its owner's pools, never on everyone's.
+func AsOwner(h http.Handler, user string) http.Handler {
+	cl := &caller{User: user, Permissions: []string{PermUsePools}, AccessorID: "scaler"}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, cl)))
+	})
 }
 
 // require answers 403 unless the caller has perm (admin has every one).

@@ -17,6 +17,7 @@ import (
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
 	"github.com/tidepool-run/tidepool/plugin/reconcile"
+	"github.com/tidepool-run/tidepool/plugin/sandbox"
 	"github.com/tidepool-run/tidepool/plugin/store"
 )
 
@@ -74,6 +75,13 @@ func (s *Server) readSpec(c *gin.Context, owner string) (pool.Spec, bool) {
 	if err := pool.ValidateHostLabels(owner, &spec); err != nil {
 		s.fail(c, err)
 		return spec, false
+	}
+	if sc := spec.Scaler; sc != nil {
+		// A script that does not parse is refused now, not at its first run.
+		if err := sandbox.Check(sc.Script, []byte(sc.Source)); err != nil {
+			invalid(c, "invalid pool spec", []pool.FieldError{{Field: "scaler.source", Message: err.Error()}})
+			return spec, false
+		}
 	}
 	if _, err := s.Nomad.Template(&pool.Pool{Spec: spec}); err != nil {
 		s.fail(c, err)
@@ -313,6 +321,9 @@ func (s *Server) summary(ctx context.Context, p *pool.Pool) PoolInfo {
 			out.Autoscaling.ColdStart, out.Autoscaling.DecidedAt = sc.ColdStart, sc.UpdatedAt
 		}
 	}
+	if sc := p.Spec.Scaler; sc != nil {
+		out.Scaler = s.scaler(ctx, p.ID, sc)
+	}
 	members, err := s.Store.ListMembers(ctx, p.ID)
 	if err != nil {
 		s.Log.Warn("list members", "pool_id", p.ID, "error", err)
@@ -354,6 +365,26 @@ func (s *Server) summary(ctx context.Context, p *pool.Pool) PoolInfo {
 			u.MethodInflight += float64(t.MethodInFlight)
 		}
 		out.Members = append(out.Members, mi)
+	}
+	return out
+}
+
+// scaler shows a pool's scaler with its last run, if any.
+func (s *Server) scaler(ctx context.Context, poolID string, sc *pool.Scaler) *ScalerInfo {
+	out := &ScalerInfo{Script: sc.Script, Interval: sc.Interval, Output: []string{}}
+	st, err := s.Store.GetScalerStatus(ctx, poolID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return out
+	case err != nil:
+		s.Log.Warn("read scaler status", "pool_id", poolID, "error", err)
+		return out
+	}
+	last := st.LastRun
+	out.LastRun, out.Duration, out.Outcome = &last, st.Duration, st.Outcome
+	out.Error, out.ErrorLine, out.Runs = st.Error, st.ErrorLine, st.Runs
+	if st.Output != nil {
+		out.Output = st.Output
 	}
 	return out
 }

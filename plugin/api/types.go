@@ -21,6 +21,7 @@ type PoolInfo struct {
 	NomadJobID         string           `json:"nomad_job_id"`
 	Utilization        Utilization      `json:"utilization"`
 	Autoscaling        *AutoscalingInfo `json:"autoscaling,omitempty"`
+	Scaler             *ScalerInfo      `json:"scaler,omitempty"`
 	Members            []MemberInfo     `json:"members"`
 	Spec               pool.Spec        `json:"spec"`
 	CreatedAt          time.Time        `json:"created_at"`
@@ -53,6 +54,27 @@ type AutoscalingInfo struct {
 	// DecidedAt is when the decision was last written; zero before the
 	// autoscaler's first.
 	DecidedAt time.Time `json:"decided_at,omitzero"`
+}
+
+// ScalerInfo is a pool's scheduled scaler: its script and interval, and
+// how its last run went (from the leader's status record).
+type ScalerInfo struct {
+	Script   string        `json:"script"`
+	Interval pool.Duration `json:"interval"`
+	// LastRun is when the last run started; nil before the first.
+	LastRun  *time.Time    `json:"last_run"`
+	Duration pool.Duration `json:"duration"`
+	// Outcome is "running", "ok", "error", "step_limit" or "timeout";
+	// empty before the first run.
+	Outcome string `json:"outcome"`
+	// Error is the last run's error as file:line:col: message, and
+	// ErrorLine its line (0 when it has none).
+	Error     string `json:"error,omitempty"`
+	ErrorLine int    `json:"error_line,omitempty"`
+	// Output is the last lines the last run printed.
+	Output []string `json:"output"`
+	// Runs counts runs since the pool was created.
+	Runs int64 `json:"runs"`
 }
 
 // MemberInfo is one member as the API shows it.

@@ -37,6 +37,9 @@ func (k KV) MemberKey(poolID, memberID string) string { return k.PoolMembersPref
 // TombstoneKey records a deleted pool.
 func (k KV) TombstoneKey(id string) string { return k.Prefix + "/tombstones/" + id }
 
+// ScalerKey is a pool's ScalerStatus, written by the leader.
+func (k KV) ScalerKey(poolID string) string { return k.Prefix + "/scaler-runs/" + poolID }
+
 // TokenKey is a token's record, keyed by the hash of its secret.
 func (k KV) TokenKey(hash string) string { return k.Prefix + "/tokens/" + hash }
 

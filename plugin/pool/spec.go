@@ -73,11 +73,20 @@ type Autoscaling struct {
 	QueueTimeout             Duration `json:"queue_timeout"`
 }
 
-// Scaler runs a Starlark scaling script on a schedule.
+// Scaler runs a Starlark scaling script on a schedule (SPEC.md §7).
 type Scaler struct {
-	Script   string   `json:"script"`
+	// Script names the script, as the spec file does ("scale.star"); it
+	// is the file name in the script's error positions.
+	Script string `json:"script"`
+	// Source is the script's text: `pool apply` reads the file relative
+	// to the spec and sends it.
+	Source   string   `json:"source"`
 	Interval Duration `json:"interval"`
 }
+
+// DefaultScalerInterval is how often a scaler runs when its spec omits
+// interval.
+const DefaultScalerInterval = 15 * time.Second
 
 // Default drain settings (SPEC.md §2).
 const (

@@ -72,10 +72,10 @@ func (s *Spec) Validate(l Limits) error {
 		v.checkAutoscaling(s.Autoscaling, l)
 	}
 	if s.Scaler != nil {
-		if strings.TrimSpace(s.Scaler.Script) == "" {
-			v.add("scaler.script", "is required")
+		v.checkScaler(s.Scaler)
+		if s.Autoscaling != nil {
+			v.add("scaler", "cannot be used together with autoscaling: both would own the member count")
 		}
-		v.durationRange("scaler.interval", s.Scaler.Interval, time.Second, time.Hour)
 	}
 	return v.err()
 }
@@ -188,6 +188,24 @@ func (v *validator) checkMethods(m *Methods, ports []Port) {
 	if !strings.HasPrefix(m.Path, "/") {
 		v.add("methods.path", "must start with '/'")
 	}
+}
+
+// MaxScalerSourceBytes bounds a scaler script's text.
+const MaxScalerSourceBytes = 64 << 10
+
+// checkScaler checks the scaler's shape; whether its source compiles is
+// checked where Starlark is linked (plugin/sandbox), not here.
+func (v *validator) checkScaler(sc *Scaler) {
+	if strings.TrimSpace(sc.Script) == "" {
+		v.add("scaler.script", "is required: the script's file name")
+	}
+	switch {
+	case strings.TrimSpace(sc.Source) == "":
+		v.add("scaler.source", "is required: the script's text")
+	case len(sc.Source) > MaxScalerSourceBytes:
+		v.add("scaler.source", "is %d bytes; at most %d", len(sc.Source), MaxScalerSourceBytes)
+	}
+	v.durationRange("scaler.interval", sc.Interval, time.Second, time.Hour)
 }
 
 func (v *validator) checkAutoscaling(a *Autoscaling, l Limits) {

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/tidepool-run/tidepool/plugin/pool"
+	"github.com/tidepool-run/tidepool/plugin/sandbox"
 )
 
 // Defaults fill what a spec leaves out; Limits bound what it may ask for.
@@ -99,9 +100,13 @@ func Parse(filename string, src []byte, readFile func(string) ([]byte, error), d
 		a.ApplyTo(&as, func(dst *pool.Duration, v *string, key string) { dur.set(dst, v, "autoscaling."+key) })
 		spec.Autoscaling = &as
 	}
+	scriptRead := false
 	if s := b.Scaler; s != nil {
-		spec.Scaler = &pool.Scaler{Script: s.Script, Interval: pool.Duration(15 * time.Second)}
+		spec.Scaler = &pool.Scaler{Script: s.Script, Interval: pool.Duration(pool.DefaultScalerInterval)}
 		dur.set(&spec.Scaler.Interval, s.Interval, "scaler.interval")
+		var ds hcl.Diagnostics
+		scriptRead, ds = readScript(filename, spec.Scaler, readFile, source)
+		diags = append(diags, ds...)
 	}
 	diags = append(diags, dur.diags...)
 
@@ -128,6 +133,9 @@ func Parse(filename string, src []byte, readFile func(string) ([]byte, error), d
 				if f.Field == "template" && b.Template != "" {
 					continue // already reported with the file's own problem
 				}
+				if f.Field == "scaler.source" && !scriptRead {
+					continue // likewise
+				}
 				diags = append(diags, source.diag(f.Field, f.Message))
 			}
 		}
@@ -137,6 +145,36 @@ func Parse(filename string, src []byte, readFile func(string) ([]byte, error), d
 		return nil, diags
 	}
 	return &Result{Spec: spec, TemplatePath: templatePath, Source: source}, nil
+}
+
+// readScript loads a scaler's script, relative to the spec file as the
+// template is, and compiles it: a script that does not parse is reported
+// at its own file:line:column. It reports whether the file was read.
+func readScript(specFile string, sc *pool.Scaler, readFile func(string) ([]byte, error), source *SourceMap) (bool, hcl.Diagnostics) {
+	if sc.Script == "" {
+		return false, nil // Validate reports it
+	}
+	path := sc.Script
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(specFile), path)
+	}
+	src, err := readFile(path)
+	if err != nil {
+		return false, hcl.Diagnostics{source.diag("scaler.script", fmt.Sprintf("cannot read script %s: %v", path, unwrapPathError(err)))}
+	}
+	sc.Source = string(src)
+	if strings.TrimSpace(sc.Source) == "" {
+		return true, nil // Validate reports it
+	}
+	var serr *sandbox.Error
+	if err := sandbox.Check(path, src); errors.As(err, &serr) {
+		if serr.Line == 0 {
+			return true, hcl.Diagnostics{source.diag("scaler.script", serr.Msg)}
+		}
+		pos := hcl.Pos{Line: serr.Line, Column: serr.Col}
+		return true, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: serr.Msg, Subject: &hcl.Range{Filename: serr.File, Start: pos, End: pos}}}
+	}
+	return true, nil
 }
 
 func deref[T any](p *T, def T) T {

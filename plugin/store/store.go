@@ -10,6 +10,7 @@
 //	names/<owner>/<name>            pool id
 //	members/<pool-id>/<member-id>   pool.Member (JSON)
 //	tombstones/<pool-id>            Tombstone (JSON)
+//	scaler-runs/<pool-id>           pool.ScalerStatus (JSON)
 package store
 
 import (
@@ -263,10 +264,45 @@ func (s *Store) RemovePool(ctx context.Context, p *pool.Pool) error {
 		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.nameKey(p.Owner, p.Spec.Name)}},
 		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.layout.ScaleKey(p.ID)}},
 		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.layout.DemandKey(p.ID)}},
+		{KV: &api.KVTxnOp{Verb: api.KVDelete, Key: s.layout.ScalerKey(p.ID)}},
 	})
 	if err != nil {
 		return fmt.Errorf("remove pool %s: %w", p.ID, err)
 	}
+	return nil
+}
+
+// GetScalerStatus reads a pool's scaler status; ErrNotFound before its
+// first run.
+func (s *Store) GetScalerStatus(ctx context.Context, poolID string) (*pool.ScalerStatus, error) {
+	pair, _, err := s.kv.Get(s.layout.ScalerKey(poolID), (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read scaler status %s: %w", poolID, err)
+	}
+	if pair == nil {
+		return nil, fmt.Errorf("scaler status %s: %w", poolID, ErrNotFound)
+	}
+	var st pool.ScalerStatus
+	if err := json.Unmarshal(pair.Value, &st); err != nil {
+		return nil, fmt.Errorf("decode scaler status %s: %w", poolID, err)
+	}
+	st.ModifyIndex = pair.ModifyIndex
+	return &st, nil
+}
+
+// PutScalerStatus creates (ModifyIndex 0) or updates (check-and-set on
+// ModifyIndex) a scaler status and sets its new index; ErrConflict means
+// another controller wrote it first.
+func (s *Store) PutScalerStatus(ctx context.Context, st *pool.ScalerStatus) error {
+	val, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encode scaler status: %w", err)
+	}
+	res, err := s.run(ctx, api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: s.layout.ScalerKey(st.PoolID), Value: val, Index: st.ModifyIndex}}})
+	if err != nil {
+		return fmt.Errorf("write scaler status %s: %w", st.PoolID, err)
+	}
+	st.ModifyIndex = res.Results[0].KV.ModifyIndex
 	return nil
 }
 

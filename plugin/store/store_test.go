@@ -357,3 +357,50 @@ func TestStore_FencedWritesLandOnlyWhileTheSessionHoldsTheLock(t *testing.T) {
 		t.Fatalf("a deposed leader's delete: %v, want ErrConflict", err)
 	}
 }
+
+// TestStore_ScalerStatus: a status is claimed with a check-and-set, so of
+// two controllers reading the same record only one writes it, and it goes
+// with its pool.
+func TestStore_ScalerStatus(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	p := newPool("p-s", "alice", "scaled")
+	if err := s.CreatePool(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetScalerStatus(ctx, p.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("status before the first run: %v", err)
+	}
+	first := &pool.ScalerStatus{PoolID: p.ID, LastRun: time.Unix(100, 0).UTC(), Outcome: pool.ScalerRunning, Runs: 1}
+	if err := s.PutScalerStatus(ctx, first); err != nil || first.ModifyIndex == 0 {
+		t.Fatalf("create: %v (index %d)", err, first.ModifyIndex)
+	}
+	rival := &pool.ScalerStatus{PoolID: p.ID, LastRun: time.Unix(101, 0).UTC(), Runs: 1}
+	if err := s.PutScalerStatus(ctx, rival); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a second create: %v, want ErrConflict", err)
+	}
+	read, err := s.GetScalerStatus(ctx, p.ID)
+	if err != nil || !read.LastRun.Equal(first.LastRun) || read.ModifyIndex != first.ModifyIndex {
+		t.Fatalf("read %+v, %v", read, err)
+	}
+	read.Outcome, read.Output = "ok", []string{"done"}
+	if err := s.PutScalerStatus(ctx, read); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutScalerStatus(ctx, first); !errors.Is(err, ErrConflict) {
+		t.Fatalf("a stale write: %v, want ErrConflict", err)
+	}
+	p.Spec.Active = false
+	if err := s.UpdatePool(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDeleting(ctx, p, time.Unix(200, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RemovePool(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetScalerStatus(ctx, p.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("status outlived its pool: %v", err)
+	}
+}

@@ -40,9 +40,4 @@ pool "search-api" {
     panic_threshold_percentage = 200
     queue_timeout              = "45s"
   }
-
-  scaler {
-    script   = "scaler.star"
-    interval = "30s"
-  }
 }

@@ -1,0 +1,11 @@
+pool "scaled" {
+  template = "echo.nomad.hcl"
+
+  port "http" {
+    number = 8080
+  }
+
+  scaler {
+    script = "bad.star"
+  }
+}
