@@ -105,8 +105,14 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
 	}, log)
 	traffic := gatewaystats.New(consul.Health(), st, time.Second, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tidepool_store_skipped_records_total", Help: "KV records left out of listings because they do not decode.",
+		}, func() float64 { return float64(st.Skipped()) }))
 	ctrl := controller.New(st, driver, traffic, controller.Config{
 		SweepInterval: cfg.SweepInterval, Demand: traffic, Scales: st, Autoscale: cfg.Autoscale,
+		Metrics: controller.NewAutoscaleMetrics(reg),
 	}, log)
 
 	if err := loadTLS(cfg.TLSCert, cfg.TLSKey); err != nil {
@@ -116,8 +122,6 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	apiServer := &api.Server{
 		Store: st, Nomad: driver, Lead: elector, Defaults: cfg.Defaults, Traffic: traffic,
 		Metrics: reg, Version: versionString(), Log: log.Named("api"),

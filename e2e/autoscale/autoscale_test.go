@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -221,6 +222,20 @@ func TestAutoscale_ToZeroAndBackOnTheNextRequest(t *testing.T) {
 		t.Logf("cold start as the autoscaler measured it: %s", info.Autoscaling.ColdStart)
 		return nil
 	})
+	// The leader exports its decisions and the cold start.
+	for addr := range e.servers {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		for _, want := range []string{`tidepool_autoscaler_desired_members{pool_id="` + info.PoolID + `"} 1`, "tidepool_autoscaler_cold_start_seconds_count 1"} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("controller /metrics lacks %s", want)
+			}
+		}
+	}
 }
 
 func TestAutoscale_FollowsLoadWithoutFailures(t *testing.T) {

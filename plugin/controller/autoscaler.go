@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tidepool-run/tidepool/internal/blocking"
 	"github.com/tidepool-run/tidepool/plugin/autoscale"
 	"github.com/tidepool-run/tidepool/plugin/gatewaystats"
@@ -106,6 +108,7 @@ func (c *Controller) scaleAll(ctx context.Context, a *autoscaler, enqueue func(s
 			delete(a.deciders, id)
 			delete(a.last, id)
 			delete(a.coldSince, id)
+			c.cfg.Metrics.forget(id)
 		}
 	}
 }
@@ -162,8 +165,10 @@ func (c *Controller) scalePool(ctx context.Context, a *autoscaler, p *pool.Pool,
 	case cold && dem.Routable > 0:
 		next.ColdStart = pool.Duration(now.Sub(began))
 		delete(a.coldSince, p.ID)
+		c.cfg.Metrics.coldStarted(now.Sub(began))
 		c.log.Info("cold start", "pool", p.Spec.Name, "pool_id", p.ID, "took", now.Sub(began).String())
 	}
+	c.cfg.Metrics.record(p.ID, &next)
 	changed := next.Desired != prev.Desired || next.Panic != prev.Panic || next.InitialScaleReached != prev.InitialScaleReached || next.ColdStart != prev.ColdStart
 	if !changed && now.Sub(prev.UpdatedAt) < scaleRefresh {
 		return
@@ -195,4 +200,62 @@ func (c *Controller) target(ctx context.Context, p *pool.Pool) (int, error) {
 		return p.Target(), err
 	}
 	return sc.Desired, nil
+}
+
+// AutoscaleMetrics are the leader's autoscaling metrics (Prometheus).
+type AutoscaleMetrics struct {
+	desired   *prometheus.GaugeVec
+	panicking *prometheus.GaugeVec
+	observed  *prometheus.GaugeVec
+	coldStart prometheus.Histogram
+}
+
+// NewAutoscaleMetrics registers the autoscaling metrics with reg.
+func NewAutoscaleMetrics(reg prometheus.Registerer) *AutoscaleMetrics {
+	m := &AutoscaleMetrics{
+		desired: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tidepool_autoscaler_desired_members", Help: "The autoscaler's decision, by pool.",
+		}, []string{"pool_id"}),
+		panicking: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tidepool_autoscaler_panic", Help: "1 while a pool is in panic mode.",
+		}, []string{"pool_id"}),
+		observed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tidepool_autoscaler_observed", Help: "The pool's metric averaged over the stable and panic windows.",
+		}, []string{"pool_id", "window"}),
+		coldStart: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tidepool_autoscaler_cold_start_seconds", Help: "From the first request held for a pool at zero to its first routable member.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 10),
+		}),
+	}
+	reg.MustRegister(m.desired, m.panicking, m.observed, m.coldStart)
+	return m
+}
+
+func (m *AutoscaleMetrics) record(poolID string, sc *pool.Scale) {
+	if m == nil {
+		return
+	}
+	m.desired.WithLabelValues(poolID).Set(float64(sc.Desired))
+	p := 0.0
+	if sc.Panic {
+		p = 1
+	}
+	m.panicking.WithLabelValues(poolID).Set(p)
+	m.observed.WithLabelValues(poolID, "stable").Set(sc.Observed.Stable)
+	m.observed.WithLabelValues(poolID, "panic").Set(sc.Observed.Panic)
+}
+
+func (m *AutoscaleMetrics) forget(poolID string) {
+	if m == nil {
+		return
+	}
+	m.desired.DeleteLabelValues(poolID)
+	m.panicking.DeleteLabelValues(poolID)
+	m.observed.DeletePartialMatch(prometheus.Labels{"pool_id": poolID})
+}
+
+func (m *AutoscaleMetrics) coldStarted(d time.Duration) {
+	if m != nil {
+		m.coldStart.Observe(d.Seconds())
+	}
 }

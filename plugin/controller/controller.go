@@ -74,6 +74,8 @@ type Config struct {
 	Demand    Demand
 	Scales    Scales
 	Autoscale autoscale.Config
+	// Metrics, when set, exports the autoscaler's decisions.
+	Metrics *AutoscaleMetrics
 }
 
 // Controller reconciles pools while its node leads.
