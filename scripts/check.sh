@@ -26,10 +26,10 @@ if [ -n "$bad" ]; then
   echo "$bad" | sed 's/^/  /' >&2
   fail=1
 fi
-# Tests may use the e2e harness; production code may not.
-bad=$(go list -deps -f '{{.ImportPath}}' ./plugin/... ./gateway/... | grep "^$module/\(cmd\|e2e\)/" || true)
+# Tests may use the test harness; production code may not.
+bad=$(go list -deps -f '{{.ImportPath}}' ./plugin/... ./gateway/... | grep "^$module/\(cmd/\|e2e/\|internal/devcluster\)" || true)
 if [ -n "$bad" ]; then
-  echo "check: plugin/ and gateway/ code must not import cmd/ or e2e/:" >&2
+  echo "check: plugin/ and gateway/ code must not import cmd/, e2e/ or internal/devcluster:" >&2
   echo "$bad" | sed 's/^/  /' >&2
   fail=1
 fi

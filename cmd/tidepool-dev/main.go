@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
 )
@@ -72,7 +72,7 @@ func dev(ctx context.Context, binDir, specPath, apiAddr, gatewayAddr, tokenFile 
 	}
 
 	step("starting Consul and Nomad dev agents")
-	c, err := cluster.Start(ctx, cluster.Config{Name: "dev", ConsulHTTPPort: consulPort, NomadHTTPPort: nomadPort})
+	c, err := devcluster.Start(ctx, devcluster.Config{Name: "dev", ConsulHTTPPort: consulPort, NomadHTTPPort: nomadPort})
 	if err != nil {
 		return err
 	}
@@ -188,17 +188,17 @@ func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
-func startServer(c *cluster.Cluster, binDir, apiAddr string) (*exec.Cmd, string, error) {
+func startServer(c *devcluster.Cluster, binDir, apiAddr string) (*exec.Cmd, string, error) {
 	return startTidepool(c, binDir, "server", "-http-addr", apiAddr, "-name", "dev", "-allowed-drivers", "raw_exec")
 }
 
-func startGateway(c *cluster.Cluster, binDir, addr string) (*exec.Cmd, string, error) {
+func startGateway(c *devcluster.Cluster, binDir, addr string) (*exec.Cmd, string, error) {
 	return startTidepool(c, binDir, "gateway", "-http-addr", addr, "-name", "dev")
 }
 
 // startTidepool runs a tidepool daemon against the cluster, logging into
 // the cluster directory.
-func startTidepool(c *cluster.Cluster, binDir, what string, args ...string) (*exec.Cmd, string, error) {
+func startTidepool(c *devcluster.Cluster, binDir, what string, args ...string) (*exec.Cmd, string, error) {
 	logPath := filepath.Join(c.Dir, "tidepool-"+what+".log")
 	f, err := os.Create(logPath)
 	if err != nil {

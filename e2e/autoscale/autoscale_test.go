@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api"
 	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/pool"
@@ -26,7 +26,7 @@ import (
 
 type env struct {
 	t      *testing.T
-	c      *cluster.Cluster
+	c      *devcluster.Cluster
 	bin    string
 	cfg    string
 	echo   string
@@ -45,7 +45,7 @@ func newEnv(t *testing.T, name string) *env {
 	e := &env{t: t, echo: testutil.BuildBinary(t, "./cmd/tidepool-echo"),
 		http: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}
 	e.bin = testutil.BuildBinary(t, "./cmd/tidepool")
-	e.c = cluster.New(t, cluster.Config{Name: name})
+	e.c = devcluster.New(t, devcluster.Config{Name: name})
 	e.cfg = filepath.Join(t.TempDir(), "server.hcl")
 	if err := os.WriteFile(e.cfg, []byte("autoscaler {\n  scale_to_zero_grace_period = \"1s\"\n}\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
@@ -68,7 +68,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	t.Helper()
 	e := &cliEnv{t: t, bin: testutil.BuildBinary(t, "./cmd/tidepool"), dir: t.TempDir()}
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
-	c := cluster.New(t, cluster.Config{Name: "cli"})
+	c := devcluster.New(t, devcluster.Config{Name: "cli"})
 	testutil.HoldDrains(t, c.Consul) // so status can show each drain phase
 	e.addr, _ = testutil.StartServer(t, e.bin, c.Env())
 
@@ -252,7 +252,7 @@ func TestCLI_BadInputChangesNothing(t *testing.T) {
 
 func TestCLI_TLS(t *testing.T) {
 	bin := testutil.BuildBinary(t, "./cmd/tidepool")
-	c := cluster.New(t, cluster.Config{Name: "cli-tls"})
+	c := devcluster.New(t, devcluster.Config{Name: "cli-tls"})
 	cert, key := testutil.SelfSignedTLS(t)
 	addr, _ := testutil.StartServer(t, bin, c.Env(), "-tls-cert", cert, "-tls-key", key)
 	e := &cliEnv{t: t, bin: bin, addr: addr, dir: t.TempDir()}

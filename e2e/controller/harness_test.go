@@ -16,8 +16,8 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/store"
 )
@@ -26,7 +26,7 @@ const kvPrefix = "tp"
 
 type env struct {
 	t        *testing.T
-	c        *cluster.Cluster
+	c        *devcluster.Cluster
 	store    *store.Store
 	tidepool string
 	echo     string
@@ -39,7 +39,7 @@ func newEnv(t *testing.T) *env {
 		tidepool: testutil.BuildBinary(t, "./cmd/tidepool"),
 		echo:     testutil.BuildBinary(t, "./cmd/tidepool-echo"),
 	}
-	e.c = cluster.New(t, cluster.Config{Name: "ctrl"})
+	e.c = devcluster.New(t, devcluster.Config{Name: "ctrl"})
 	e.store = store.New(e.c.Consul, kvPrefix)
 	testutil.HoldDrains(t, e.c.Consul) // drains here run to drain.timeout
 	return e

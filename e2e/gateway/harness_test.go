@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api"
 	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/pool"
@@ -20,7 +20,7 @@ import (
 
 type env struct {
 	t        *testing.T
-	c        *cluster.Cluster
+	c        *devcluster.Cluster
 	tidepool string
 	echo     string
 	apiAddr  string
@@ -39,7 +39,7 @@ func newEnv(t *testing.T, gatewayArgs ...string) *env {
 		t: t, tidepool: testutil.BuildBinary(t, "./cmd/tidepool"), echo: testutil.BuildBinary(t, "./cmd/tidepool-echo"),
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 100}},
 	}
-	e.c = cluster.New(t, cluster.Config{Name: "gw"})
+	e.c = devcluster.New(t, devcluster.Config{Name: "gw"})
 	e.apiAddr, _ = testutil.StartServer(t, e.tidepool, e.c.Env(), "-log-level", "debug")
 	e.gwAddr, e.gateway = testutil.StartGateway(t, e.tidepool, e.c.Env(), append([]string{"-name", "gw-test", "-log-level", "debug"}, gatewayArgs...)...)
 	e.token, e.api = testutil.Bootstrap(t, e.apiAddr)

@@ -18,8 +18,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/controller"
 	"github.com/tidepool-run/tidepool/plugin/gatewaystats"
@@ -74,7 +74,7 @@ func cyclingIDs(ids ...string) func() string {
 
 // runController runs a leader-elected controller in this process, wired as
 // `tidepool server` wires it but naming members with newID.
-func runController(t *testing.T, c *cluster.Cluster, st *store.Store, newID func() string) {
+func runController(t *testing.T, c *devcluster.Cluster, st *store.Store, newID func() string) {
 	t.Helper()
 	log := hclog.New(&hclog.LoggerOptions{Name: "ctrl", Level: hclog.Info, Output: testWriter{t}})
 	driver := nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}})
@@ -101,7 +101,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func TestIsolation_CollidingMemberIDsReachOnlyTheirOwnPool(t *testing.T) {
-	c := cluster.New(t, cluster.Config{Name: "iso-ids"})
+	c := devcluster.New(t, devcluster.Config{Name: "iso-ids"})
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
 	tidepool := testutil.BuildBinary(t, "./cmd/tidepool")
 	st := store.New(c.Consul, "")
@@ -203,7 +203,7 @@ func TestIsolation_CollidingMemberIDsReachOnlyTheirOwnPool(t *testing.T) {
 
 // apiEnv is a real `tidepool server` and gateway with a bootstrapped admin.
 type apiEnv struct {
-	c      *cluster.Cluster
+	c      *devcluster.Cluster
 	echo   string
 	gwAddr string
 	admin  *client.Client
@@ -215,7 +215,7 @@ func newAPIEnv(t *testing.T, name string) *apiEnv {
 	t.Helper()
 	e := &apiEnv{echo: testutil.BuildBinary(t, "./cmd/tidepool-echo")}
 	tidepool := testutil.BuildBinary(t, "./cmd/tidepool")
-	e.c = cluster.New(t, cluster.Config{Name: name})
+	e.c = devcluster.New(t, devcluster.Config{Name: name})
 	e.addr, _ = testutil.StartServer(t, tidepool, e.c.Env())
 	e.gwAddr, _ = testutil.StartGateway(t, tidepool, e.c.Env(), "-name", "gw-"+name)
 	e.token, e.admin = testutil.Bootstrap(t, e.addr)

@@ -16,8 +16,8 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
@@ -38,7 +38,7 @@ const (
 
 type env struct {
 	t    *testing.T
-	c    *cluster.Cluster
+	c    *devcluster.Cluster
 	api  *client.Client
 	http *http.Client
 }
@@ -50,7 +50,7 @@ func newEnv(t *testing.T) *env {
 	bin := testutil.BuildBinary(t, "./cmd/tidepool")
 	e := &env{
 		t: t,
-		c: cluster.New(t, cluster.Config{
+		c: devcluster.New(t, devcluster.Config{
 			Name: "nl", Clients: 2, HeartbeatTTL: heartbeatTTL, HeartbeatGrace: heartbeatGrace,
 			SchedulerAlgorithm: "spread",
 		}),

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api"
 	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/pool"
@@ -76,7 +76,7 @@ const policy = `scaling %q {
 `
 
 func TestNomadAutoscaler_FixedValuePolicyScalesAPool(t *testing.T) {
-	agentBin, err := cluster.NomadAutoscaler()
+	agentBin, err := devcluster.NomadAutoscaler()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestNomadAutoscaler_FixedValuePolicyScalesAPool(t *testing.T) {
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
 	// The agent finds plugins by file name in plugin_dir.
 	plugin := testutil.BuildBinary(t, "./cmd/tidepool-autoscaler-target")
-	c := cluster.New(t, cluster.Config{Name: "as"})
+	c := devcluster.New(t, devcluster.Config{Name: "as"})
 
 	apiAddr, _ := testutil.StartServer(t, tidepool, c.Env(), "-log-level", "debug")
 	_, admin := testutil.Bootstrap(t, apiAddr)

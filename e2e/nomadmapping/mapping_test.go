@@ -18,15 +18,15 @@ import (
 
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 )
 
 const service = "echo-mapping"
 
 func TestGroupCountZero_StopsOnlyThatMember(t *testing.T) {
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
-	c := cluster.New(t, cluster.Config{Name: "mapping"})
+	c := devcluster.New(t, devcluster.Config{Name: "mapping"})
 
 	job := echoJob("mapping", echo, "m-a", "m-b")
 	resp, _, err := c.Nomad.Jobs().Register(job, nil)
@@ -160,13 +160,13 @@ func echoJob(id, echoBin string, members ...string) *nomadapi.Job {
 }
 
 // passing maps member → address for the passing instances of the service.
-func passing(ctx context.Context, c *cluster.Cluster) (map[string]string, error) {
+func passing(ctx context.Context, c *devcluster.Cluster) (map[string]string, error) {
 	return testutil.Passing(ctx, c.Consul, service)
 }
 
 // runningAlloc waits for the group's running allocation: Nomad's client
 // reports status to the server in batches, so it may trail Consul's checks.
-func runningAlloc(t *testing.T, c *cluster.Cluster, group string) string {
+func runningAlloc(t *testing.T, c *devcluster.Cluster, group string) string {
 	t.Helper()
 	var id string
 	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, "running allocation for "+group, func(ctx context.Context) error {

@@ -16,8 +16,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
@@ -109,7 +109,7 @@ func TestNomadUI_ShowsPoolMembersAsTaskGroupsWithMeta(t *testing.T) {
 	bin := chromium(t)
 	tidepool := testutil.BuildBinary(t, "./cmd/tidepool")
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
-	c := cluster.New(t, cluster.Config{Name: "ui"})
+	c := devcluster.New(t, devcluster.Config{Name: "ui"})
 	apiAddr, _ := testutil.StartServer(t, tidepool, c.Env())
 	_, api := testutil.Bootstrap(t, apiAddr)
 	ctx := context.Background()

@@ -15,15 +15,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api"
 )
 
 type env struct {
 	t       *testing.T
 	bin     string
-	cluster *cluster.Cluster
+	cluster *devcluster.Cluster
 	// addr is the API the CLI talks to; server is the first controller.
 	addr   string
 	server *testutil.Process
@@ -44,7 +44,7 @@ func newEnv(t *testing.T, name string) *env {
 	t.Helper()
 	e := &env{t: t, bin: testutil.BuildBinary(t, "./cmd/tidepool"), dir: t.TempDir(), tokens: map[string]string{}}
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
-	e.cluster = cluster.New(t, cluster.Config{Name: name})
+	e.cluster = devcluster.New(t, devcluster.Config{Name: name})
 	e.write("server.hcl", serverConfig)
 	e.server, e.addr = e.startServer("ctrl-a")
 

@@ -16,13 +16,13 @@ import (
 	consulapi "github.com/hashicorp/consul/api"
 	nomadapi "github.com/hashicorp/nomad/api"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
-func register(t *testing.T, c *cluster.Cluster, path, vars string) {
+func register(t *testing.T, c *devcluster.Cluster, path, vars string) {
 	t.Helper()
 	src, err := os.ReadFile(path)
 	if err != nil {
@@ -37,7 +37,7 @@ func register(t *testing.T, c *cluster.Cluster, path, vars string) {
 	}
 }
 
-func passing(ctx context.Context, c *cluster.Cluster, service string, want int) ([]string, error) {
+func passing(ctx context.Context, c *devcluster.Cluster, service string, want int) ([]string, error) {
 	entries, _, err := c.Consul.Health().Service(service, "", true, (&consulapi.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, err
@@ -55,7 +55,7 @@ func passing(ctx context.Context, c *cluster.Cluster, service string, want int) 
 func TestSelfHosted_ControllersAndGatewayOnNomad(t *testing.T) {
 	bin := testutil.BuildBinary(t, "./cmd/tidepool")
 	echo := testutil.BuildBinary(t, "./cmd/tidepool-echo")
-	c := cluster.New(t, cluster.Config{Name: "self"})
+	c := devcluster.New(t, devcluster.Config{Name: "self"})
 	root := testutil.ModuleRoot(t)
 	vars := fmt.Sprintf("tidepool_bin = %q\nconsul_addr = %q\n", bin, c.ConsulAddr)
 	register(t, c, filepath.Join(root, "jobspecs/tidepool-controller.nomad.hcl"), vars+fmt.Sprintf("nomad_addr = %q\nallowed_drivers = \"raw_exec\"\n", c.NomadAddr))

@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
@@ -54,7 +54,7 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T) *apiEnv {
 	t.Helper()
-	c := cluster.New(t, cluster.Config{Name: "api"})
+	c := devcluster.New(t, devcluster.Config{Name: "api"})
 	st := store.New(c.Consul, "api-test")
 	d := poolspec.DefaultDefaults()
 	d.Limits.MaxDesiredCount = 50

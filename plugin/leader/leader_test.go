@@ -8,7 +8,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 )
 
 type candidate struct {
@@ -51,7 +51,7 @@ func waitElected(t *testing.T, c *candidate, within time.Duration) context.Conte
 }
 
 func TestElector_OneLeaderAndCleanHandover(t *testing.T) {
-	cl := cluster.New(t, cluster.Config{Name: "leader", ConsulOnly: true})
+	cl := devcluster.New(t, devcluster.Config{Name: "leader", ConsulOnly: true})
 	a := start(t, cl.Consul, "a", 15*time.Second)
 	leadA := waitElected(t, a, 10*time.Second)
 	b := start(t, cl.Consul, "b", 15*time.Second)
@@ -79,7 +79,7 @@ func TestElector_OneLeaderAndCleanHandover(t *testing.T) {
 }
 
 func TestElector_LostSessionCancelsLeadership(t *testing.T) {
-	cl := cluster.New(t, cluster.Config{Name: "leader", ConsulOnly: true})
+	cl := devcluster.New(t, devcluster.Config{Name: "leader", ConsulOnly: true})
 	a := start(t, cl.Consul, "a", time.Second)
 	leadA := waitElected(t, a, 10*time.Second)
 	b := start(t, cl.Consul, "b", time.Second)

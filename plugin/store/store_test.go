@@ -11,14 +11,14 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tidepool-run/tidepool/e2e/cluster"
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 	"github.com/tidepool-run/tidepool/plugin/leader"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
 func newStore(t *testing.T) *Store {
 	t.Helper()
-	c := cluster.New(t, cluster.Config{Name: "store", ConsulOnly: true})
+	c := devcluster.New(t, devcluster.Config{Name: "store", ConsulOnly: true})
 	return New(c.Consul, "test-"+t.Name())
 }
 
@@ -261,7 +261,7 @@ func TestStore_ListPoolsBlocksUntilChange(t *testing.T) {
 }
 
 func TestStore_GatewayKeyIsCreatedOnceForEveryone(t *testing.T) {
-	c := cluster.New(t, cluster.Config{Name: "store-key", ConsulOnly: true})
+	c := devcluster.New(t, devcluster.Config{Name: "store-key", ConsulOnly: true})
 	stores := []*Store{New(c.Consul, "tp-key"), New(c.Consul, "tp-key"), New(c.Consul, "tp-key")}
 	keys := make([][]byte, len(stores)*4)
 	var wg sync.WaitGroup
@@ -286,7 +286,7 @@ func TestStore_GatewayKeyIsCreatedOnceForEveryone(t *testing.T) {
 }
 
 func TestStore_ListPoolsSkipsARecordThatDoesNotDecode(t *testing.T) {
-	c := cluster.New(t, cluster.Config{Name: "store-corrupt", ConsulOnly: true})
+	c := devcluster.New(t, devcluster.Config{Name: "store-corrupt", ConsulOnly: true})
 	s := New(c.Consul, "tp-corrupt")
 	ctx := context.Background()
 	if err := s.CreatePool(ctx, newPool("p-good", "alice", "web")); err != nil {
@@ -308,7 +308,7 @@ func TestStore_ListPoolsSkipsARecordThatDoesNotDecode(t *testing.T) {
 }
 
 func TestStore_FencedWritesLandOnlyWhileTheSessionHoldsTheLock(t *testing.T) {
-	c := cluster.New(t, cluster.Config{Name: "store-fence", ConsulOnly: true})
+	c := devcluster.New(t, devcluster.Config{Name: "store-fence", ConsulOnly: true})
 	s := New(c.Consul, "tp-fence")
 	ctx := context.Background()
 	p := newPool("p-1", "alice", "web")

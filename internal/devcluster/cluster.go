@@ -1,4 +1,4 @@
-// Package cluster runs real Consul and Nomad agents for tests and for
+// Package devcluster runs real Consul and Nomad agents for tests and for
 // `make dev`: one Consul dev agent with either one Nomad dev agent (server
 // and client in one) or, with Config.Clients, a Nomad server and that many
 // Nomad client agents as separate processes, each a "node" with its own
@@ -13,7 +13,7 @@
 // multi-node cluster also runs a watchdog that kills everything under the
 // cluster directory when its owner dies. Stop kills what is left, and Start
 // reaps clusters whose owner is gone.
-package cluster
+package devcluster
 
 import (
 	"context"
