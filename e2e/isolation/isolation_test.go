@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tidepool-run/tidepool/e2e/testutil"
@@ -309,4 +310,33 @@ func TestIsolation_PrivatePortMemberNeverSeesTheCallersToken(t *testing.T) {
 	if status, _, _ := get(t, e.gwAddr, host, "/headers", nil); status != http.StatusUnauthorized {
 		t.Fatalf("without a token: %d, want 401", status)
 	}
+}
+
+func TestIsolation_OneCorruptRecordBreaksNobody(t *testing.T) {
+	e := newAPIEnv(t, "iso-corrupt")
+	if _, err := e.admin.CreatePool(context.Background(), new(e.spec(testutil.EchoJob{Bin: e.echo, Service: "iso-ok"}.HCL(), true))); err != nil {
+		t.Fatal(err)
+	}
+	layout := pool.NewKV("")
+	if _, err := e.c.Consul.KV().Put(&consulapi.KVPair{Key: layout.PoolKey("p-garbage"), Value: []byte("{not json")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	list, err := e.admin.ListPools(context.Background())
+	if err != nil || list.Count != 1 || list.Pools[0].Name != "web" {
+		t.Fatalf("listing with a corrupt record beside: %+v, %v", list, err)
+	}
+	// The leader keeps reconciling the good pool.
+	if _, err := e.admin.SetSize(context.Background(), "web", 2); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 90*time.Second, 250*time.Millisecond, "the good pool at 2 alive members", func(ctx context.Context) error {
+		info, err := e.admin.GetPool(ctx, "web")
+		if err != nil {
+			return err
+		}
+		if info.AliveMembers != 2 {
+			return fmt.Errorf("%d alive", info.AliveMembers)
+		}
+		return nil
+	})
 }
