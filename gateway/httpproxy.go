@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/http/httputil"
 	"sync"
 	"sync/atomic"
@@ -144,15 +143,6 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
 		body = &replayBody{rc: req.Body}
 	}
-	// Whether the attempt's connection was a kept-alive one: only a reset
-	// of such a connection says the member went away rather than that the
-	// request killed it.
-	var reused bool
-	if body == nil && idempotent(req.Method) {
-		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
-			GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused },
-		}))
-	}
 	var lastErr error
 	replays := 0
 	for {
@@ -182,14 +172,13 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if body != nil {
 			req.Body = body
 		}
-		reused = false
 		resp, err := t.base.RoundTrip(req)
 		if err == nil {
 			return resp, nil
 		}
 		switch {
-		case isDialError(err) && retryable(req, err, body, false):
-		case replays < maxReplays && retryable(req, err, body, reused):
+		case isDialError(err) && retryable(req, err, body):
+		case replays < maxReplays && retryable(req, err, body):
 			replays++
 		default:
 			return nil, err
@@ -227,18 +216,19 @@ func (b *replayBody) Read(p []byte) (int, error) {
 func (b *replayBody) Close() error { return nil }
 
 // retryable reports whether a failed attempt may go to another member: a
-// dial failure (nothing was sent), or a kept-alive (reused) connection
-// reset or closed under an idempotent request without a body — the member
-// went away with the connection open, and the request can be repeated
-// safely, as Go's own transport would on the same host. A reset of a fresh
-// connection may have been caused by the request itself: not replayed.
-func retryable(req *http.Request, err error, body *replayBody, reused bool) bool {
+// dial failure (nothing was sent), or a connection reset or closed under an
+// idempotent request without a body — the member went away with the
+// request open, and it can be repeated safely. Whether the connection was
+// a kept-alive one does not decide it (a member killed under load resets
+// fresh connections too); the caller's replay budget (maxReplays) keeps a
+// request that crashes members from walking the pool.
+func retryable(req *http.Request, err error, body *replayBody) bool {
 	switch {
 	case req.Context().Err() != nil:
 		return false
 	case isDialError(err):
 		return body == nil || !body.started.Load()
-	case body != nil || !reused || !idempotent(req.Method):
+	case body != nil || !idempotent(req.Method):
 		return false
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)

@@ -193,24 +193,22 @@ func TestRetryable(t *testing.T) {
 	read := &replayBody{}
 	read.started.Store(true)
 	tests := []struct {
-		name   string
-		req    *http.Request
-		err    error
-		body   *replayBody
-		reused bool
-		want   bool
+		name string
+		req  *http.Request
+		err  error
+		body *replayBody
+		want bool
 	}{
-		{"dial failure", get, dial, nil, false, true},
-		{"dial failure with an unsent body", post, dial, unread, false, true},
-		{"dial failure after the body was read", post, dial, read, false, false},
-		{"reset of a kept-alive connection under an idempotent request", get, reset, nil, true, true},
-		{"reset of a fresh connection: the request may have killed the member", get, reset, nil, false, false},
-		{"reset under a POST", post, reset, nil, true, false},
-		{"reset with a body", get, reset, unread, true, false},
-		{"timeout", get, context.DeadlineExceeded, nil, true, false},
+		{"dial failure", get, dial, nil, true},
+		{"dial failure with an unsent body", post, dial, unread, true},
+		{"dial failure after the body was read", post, dial, read, false},
+		{"reset under an idempotent request", get, reset, nil, true},
+		{"reset under a POST", post, reset, nil, false},
+		{"reset with a body", get, reset, unread, false},
+		{"timeout", get, context.DeadlineExceeded, nil, false},
 	}
 	for _, tt := range tests {
-		if got := retryable(tt.req, tt.err, tt.body, tt.reused); got != tt.want {
+		if got := retryable(tt.req, tt.err, tt.body); got != tt.want {
 			t.Errorf("%s: retryable = %v, want %v", tt.name, got, tt.want)
 		}
 	}

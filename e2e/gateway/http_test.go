@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"io"
 	"net/http"
 	"strings"
@@ -316,4 +317,37 @@ func TestGateway_StreamsAndShutsDownGracefully(t *testing.T) {
 	if _, _, err := e.get(host, "/", nil); err == nil {
 		t.Fatal("the gateway still accepts requests after shutting down")
 	}
+}
+
+// TestGateway_StopThenDeleteDuringALongDrainFailsNothing: a pool stopped
+// while a member serves a long request cannot be deleted until the drain
+// ends, and the request completes.
+func TestGateway_StopThenDeleteDuringALongDrainFailsNothing(t *testing.T) {
+	e := newEnv(t)
+	info := e.createPool(basicSpec(1, 30*time.Second, 5*time.Second, e.template("http")), 1)
+	long := make(chan int, 1)
+	go func() {
+		status, _, _ := e.get(host, "/sleep?ms=4000", nil)
+		long <- status
+	}()
+	e.waitInFlight(info.PoolID, 1)
+	ctx := context.Background()
+	if _, err := e.api.Stop(ctx, info.PoolID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, "delete refused while draining", func(ctx context.Context) error {
+		_, err := e.api.DeletePool(ctx, info.PoolID)
+		var apiErr *client.Error
+		if errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict && strings.Contains(apiErr.Message, "draining") {
+			return nil
+		}
+		return fmt.Errorf("delete: %v", err)
+	})
+	if status := <-long; status != http.StatusOK {
+		t.Fatalf("the request in flight across stop and delete: %d", status)
+	}
+	testutil.Eventually(t, 30*time.Second, 250*time.Millisecond, "deleted once the drain ended", func(ctx context.Context) error {
+		_, err := e.api.DeletePool(ctx, info.PoolID)
+		return err
+	})
 }

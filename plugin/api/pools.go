@@ -203,16 +203,17 @@ func (s *Server) deletePool(c *gin.Context) {
 		c.JSON(http.StatusAccepted, s.info(c.Request.Context(), p))
 		return
 	}
-	// Deleting purges the job: a member still draining would lose the
-	// work it is finishing. Its drain ends at drain.timeout at the latest.
+	// Deleting purges the job: a member still running (the leader has not
+	// begun its drain yet) or draining would lose the work it is
+	// finishing. A drain ends at drain.timeout at the latest.
 	members, err := s.Store.ListMembers(c.Request.Context(), p.ID)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	for _, m := range members {
-		if m.Phase == pool.PhaseDraining {
-			abort(c, http.StatusConflict, fmt.Sprintf("member %s is still draining (it finishes in-flight work for at most drain.timeout, %s): delete the pool once its members have stopped", m.ID, p.Spec.Drain.Timeout))
+		if m.Phase == pool.PhaseDraining || m.Phase == pool.PhaseRunning {
+			abort(c, http.StatusConflict, fmt.Sprintf("member %s is still %s (its in-flight work ends within drain.timeout, %s): delete the pool once its members have stopped; they are draining", m.ID, m.Phase, p.Spec.Drain.Timeout))
 			return
 		}
 	}
