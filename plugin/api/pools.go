@@ -203,6 +203,10 @@ func (s *Server) deletePool(c *gin.Context) {
 		c.JSON(http.StatusAccepted, s.info(c.Request.Context(), p))
 		return
 	}
+	if p.Spec.Active {
+		s.fail(c, store.ErrPoolActive)
+		return
+	}
 	// Deleting purges the job: a member still running (the leader has not
 	// begun its drain yet) or draining would lose the work it is
 	// finishing. A drain ends at drain.timeout at the latest.
