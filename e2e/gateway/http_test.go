@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"io"
 	"net/http"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tidepool-run/tidepool/e2e/testutil"
+	"github.com/tidepool-run/tidepool/plugin/api/client"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
@@ -341,7 +341,7 @@ func TestGateway_StopThenDeleteDuringALongDrainFailsNothing(t *testing.T) {
 		if errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict && strings.Contains(apiErr.Message, "draining") {
 			return nil
 		}
-		return fmt.Errorf("delete: %v", err)
+		return fmt.Errorf("delete: %w", err)
 	})
 	if status := <-long; status != http.StatusOK {
 		t.Fatalf("the request in flight across stop and delete: %d", status)
