@@ -71,16 +71,6 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 }
 
-// Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.exited:
-		return true
-	default:
-		return false
-	}
-}
-
 // Log returns what the process has written so far.
 func (p *Process) Log() string {
 	b, _ := os.ReadFile(p.LogPath)

@@ -242,15 +242,6 @@ func (c *Cluster) StopConsul() {
 // Stop kills both agents and everything Nomad started, then removes the
 // cluster directory. It is safe to call more than once.
 func (c *Cluster) Stop() {
-	c.stop(true)
-}
-
-// StopKeepDir is Stop without removing the directory, for reading the logs.
-func (c *Cluster) StopKeepDir() {
-	c.stop(false)
-}
-
-func (c *Cluster) stop(removeDir bool) {
 	if c.watchdog != nil {
 		c.watchdog.stop()
 	}
@@ -279,7 +270,7 @@ func (c *Cluster) stop(removeDir bool) {
 			n.ports = nil
 		}
 	}
-	if removeDir && c.Dir != "" {
+	if c.Dir != "" {
 		removeAll(c.Dir)
 	}
 }
