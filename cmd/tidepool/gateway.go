@@ -99,19 +99,8 @@ func gatewaySettings(cfg *gateway.Config, logLevel *string) settings {
 // loadGatewayConfig layers the -config file at path (when set), then the
 // environment, then the flags over cfg, and validates the result.
 func loadGatewayConfig(cfg *gateway.Config, logLevel *string, path string, ss settings, fs *flag.FlagSet, values map[string]*flagValue, getenv func(string) string) error {
-	if path != "" {
-		var f gatewayFile
-		if err := decodeFile(path, &f); err != nil {
-			return err
-		}
-		if err := f.apply(cfg, logLevel); err != nil {
-			return fmt.Errorf("config %s: %w", path, err)
-		}
-	}
-	if err := ss.load(fs, values, getenv); err != nil {
-		return err
-	}
-	return cfg.Validate()
+	var f gatewayFile
+	return layer(path, &f, func() error { return f.apply(cfg, logLevel) }, ss, fs, values, getenv, cfg.Validate)
 }
 
 func (c *gatewayCommand) Run(args []string) int {

@@ -170,19 +170,8 @@ func (c *serverConfig) settings() settings {
 // load layers the -config file at path (when set), then the environment,
 // then the flags over c, and validates the result.
 func (c *serverConfig) load(path string, ss settings, fs *flag.FlagSet, values map[string]*flagValue, getenv func(string) string) error {
-	if path != "" {
-		var file serverFile
-		if err := decodeFile(path, &file); err != nil {
-			return err
-		}
-		if err := file.apply(c); err != nil {
-			return fmt.Errorf("config %s: %w", path, err)
-		}
-	}
-	if err := ss.load(fs, values, getenv); err != nil {
-		return err
-	}
-	return c.validate()
+	var file serverFile
+	return layer(path, &file, func() error { return file.apply(c) }, ss, fs, values, getenv, c.validate)
 }
 
 func (c *serverConfig) validate() error {

@@ -184,6 +184,24 @@ func listSetter(dst *[]string) func(string) error {
 	}
 }
 
+// layer is every daemon's config pipeline over the defaults already in
+// its config: the -config file at path (decoded into file, then applied),
+// then the environment, then the flags, then validate.
+func layer(path string, file any, apply func() error, ss settings, fs *flag.FlagSet, values map[string]*flagValue, getenv func(string) string, validate func() error) error {
+	if path != "" {
+		if err := decodeFile(path, file); err != nil {
+			return err
+		}
+		if err := apply(); err != nil {
+			return fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := ss.load(fs, values, getenv); err != nil {
+		return err
+	}
+	return validate()
+}
+
 // decodeFile decodes an HCL config file into file, reporting errors with
 // file:line:column.
 func decodeFile(path string, file any) error {
