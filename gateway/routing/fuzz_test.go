@@ -12,6 +12,7 @@ func FuzzParseHost(f *testing.F) {
 	for _, seed := range []string{
 		"alice--web--8080.localhost", "ALICE--web--8080.localhost:4681", "alice--web--8080.localhost.",
 		"a.b--c--d.localhost", "alice--web.localhost", "[::1]:80", "--.localhost", "alice--web--8080.example.com",
+		":----.loCAlhost:", "a b--c--d.localhost",
 	} {
 		f.Add(seed, "localhost")
 	}
@@ -24,7 +25,7 @@ func FuzzParseHost(f *testing.F) {
 			}
 			return
 		}
-		if label != strings.ToLower(label) || strings.Contains(label, ".") || strings.Count(label, "--") != 2 {
+		if label != strings.ToLower(label) || strings.ContainsAny(label, ".: ") || strings.Count(label, "--") != 2 {
 			t.Fatalf("ParseHost(%q, %q) accepted label %q", host, domain, label)
 		}
 		if again, ok := ParseHost(label+"."+domain, domain); !ok || again != label {

@@ -161,10 +161,23 @@ func ParseHost(host, domain string) (label string, ok bool) {
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	label, ok = strings.CutSuffix(host, "."+domain)
-	if !ok || strings.Contains(label, ".") || strings.Count(label, "--") != 2 {
+	if !ok || !hostLabel(label) || strings.Count(label, "--") != 2 {
 		return "", false
 	}
 	return label, true
+}
+
+// hostLabel reports whether s holds only what owner, pool and port names may
+// (lower-case letters, digits, '-' and '_'), so that an accepted label put
+// back in front of the domain is the same host.
+func hostLabel(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Build makes a table. A member is routable on a port when its phase is
