@@ -198,9 +198,7 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 	g.agent = consul.Agent()
 	g.metrics = newMetrics(g.watcher, g.stats)
 	g.watcher.OnBuild = g.metrics.retain
-	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, cfg.QueueLimit, func(label string) (*routing.Route, bool) {
-		return g.watcher.Table().Lookup(label)
-	}, g.markDemand, g.metrics, log)
+	g.proxy = newHTTPProxy(cfg.UpstreamTimeout, cfg.QueueLimit, g.watcher.Table, g.markDemand, g.metrics, log)
 	g.rates = newRates(g.stats)
 	g.engine = g.routes()
 	return g

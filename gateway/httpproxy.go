@@ -30,7 +30,7 @@ type httpProxy struct {
 	log       hclog.Logger
 }
 
-func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(string) (*routing.Route, bool), demand func(string), m *metrics, log hclog.Logger) *httpProxy {
+func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, table func() *routing.Table, demand func(string), m *metrics, log hclog.Logger) *httpProxy {
 	t := &http.Transport{
 		Proxy: nil,
 		DialContext: (&net.Dialer{
@@ -47,7 +47,7 @@ func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(str
 		ReadBufferSize:        32 << 10,
 	}
 	p := &httpProxy{transport: t, metrics: m, log: log,
-		pick: &pickTransport{base: t, lookup: lookup, queueLimit: queueLimit, demand: demand, metrics: m}}
+		pick: &pickTransport{base: t, table: table, queueLimit: queueLimit, demand: demand, metrics: m}}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -68,9 +68,23 @@ func newHTTPProxy(upstreamTimeout time.Duration, queueLimit int, lookup func(str
 // member's slot: taken per attempt, held until the response is copied.
 type attempt struct {
 	label string
+	table *routing.Table // the table route[0] was found in
 	route [1]*routing.Route
 	tried []*routing.Backend
 	lease routing.Lease
+}
+
+// resolve finds the attempt's route in t, looking it up again only when t
+// is not the table it was last found in. A host that has left the table
+// keeps its last route.
+func (a *attempt) resolve(t *routing.Table) []*routing.Route {
+	if t != a.table {
+		if r, ok := t.Lookup(a.label); ok {
+			a.route[0] = r
+		}
+		a.table = t
+	}
+	return a.route[:]
 }
 
 type attemptKey struct{}
@@ -83,8 +97,8 @@ var errNoMember = errors.New("no healthy member")
 // an autoscaled pool that finds no free member waits in the pool's queue.
 type pickTransport struct {
 	base http.RoundTripper
-	// lookup finds a host label's route in the current table.
-	lookup func(label string) (*routing.Route, bool)
+	// table is the current routing table.
+	table func() *routing.Table
 	// queueLimit bounds each pool's queue.
 	queueLimit int
 	metrics    *metrics
@@ -111,10 +125,7 @@ func (t *pickTransport) wait(ctx context.Context, a *attempt) (routing.Lease, er
 	qctx, cancel := context.WithTimeout(ctx, r.QueueTimeout)
 	defer cancel()
 	lease, err := r.Queue.Wait(qctx, t.queueLimit, func() (routing.Lease, bool) {
-		if cur, ok := t.lookup(a.label); ok {
-			a.route[0] = cur
-		}
-		return routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
+		return routing.AcquireCurrent(t.table, a.resolve, routing.RoundRobin, routing.HTTP, a.tried)
 	})
 	outcome, out := "served", error(nil)
 	switch {
@@ -150,13 +161,8 @@ func (t *pickTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// every other one takes a new slot.
 		if !a.lease.Held() || len(a.tried) > 0 {
 			a.lease.Release()
-			if len(a.tried) > 0 && t.lookup != nil {
-				// A retry picks from the table as it is now.
-				if cur, ok := t.lookup(a.label); ok {
-					a.route[0] = cur
-				}
-			}
-			lease, ok := routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, a.tried)
+			// Every attempt picks from the table as it is now.
+			lease, ok := routing.AcquireCurrent(t.table, a.resolve, routing.RoundRobin, routing.HTTP, a.tried)
 			if !ok {
 				if lastErr != nil {
 					return nil, lastErr
@@ -239,18 +245,18 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// serve proxies one request for host label on route. A request for an
+// serve proxies one request for host label on route, found in table. A request for an
 // autoscaled pool takes its member's slot first, waiting in the pool's
 // queue when there is none, before the proxy copies anything: a held
 // request costs little more than its goroutine.
-func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, label string, route *routing.Route) {
-	a := &attempt{label: label, route: [1]*routing.Route{route}}
+func (p *httpProxy) serve(w http.ResponseWriter, r *http.Request, label string, table *routing.Table, route *routing.Route) {
+	a := &attempt{label: label, table: table, route: [1]*routing.Route{route}}
 	defer a.lease.Release()
 	if route.Autoscaled {
 		// Requests already queued go first: a newcomer queues behind them.
 		lease, ok := routing.Lease{}, false
 		if route.Queue.Held() == 0 {
-			lease, ok = routing.Acquire(a.route[:], routing.RoundRobin, routing.HTTP, nil)
+			lease, ok = routing.AcquireCurrent(p.pick.table, a.resolve, routing.RoundRobin, routing.HTTP, nil)
 		}
 		if !ok {
 			var err error
@@ -331,7 +337,8 @@ const UserHeader = "X-Tidepool-User"
 
 // serveHost routes a request for owner--pool--port.<domain>.
 func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string) {
-	route, ok := g.watcher.Table().Lookup(label)
+	table := g.watcher.Table()
+	route, ok := table.Lookup(label)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
 		return
@@ -354,10 +361,10 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		// admin opening a tenant's port would hand the tenant its token.
 		r.Header.Del("Authorization")
 		r.Header.Set(UserHeader, caller.User)
-		// Checking the token may have waited on Consul: pick from the
-		// table as it is now, so a member whose drain was applied
-		// meanwhile gets no new work.
-		if route, ok = g.watcher.Table().Lookup(label); !ok {
+		// Checking the token may have waited on Consul: look at the
+		// table as it is now.
+		table = g.watcher.Table()
+		if route, ok = table.Lookup(label); !ok {
 			writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)
 			return
 		}
@@ -370,7 +377,7 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		writeError(w, http.StatusNotFound, "pool "+route.Pool+" has no running members (stopped)")
 		return
 	}
-	g.proxy.serve(w, r, label, route)
+	g.proxy.serve(w, r, label, table, route)
 }
 
 // statusRecorder remembers the status written, for metrics; it passes

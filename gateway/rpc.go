@@ -66,7 +66,7 @@ func (g *Gateway) callMethods(c *gin.Context) {
 			defer func() { <-sem }()
 			// Each call picks from the table as it is when its turn
 			// comes: a batch can wait behind its first 16 calls.
-			results[i] = g.call(c.Request.Context(), g.watcher.Table(), cl, &reqs[i], &budget)
+			results[i] = g.call(c.Request.Context(), cl, &reqs[i], &budget)
 		})
 	}
 	wg.Wait()
@@ -104,7 +104,7 @@ func rpcStatus(r *jsonrpc.Response) int {
 }
 
 // call routes one request; nil means no answer (a notification).
-func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, req *jsonrpc.Request, budget *atomic.Int64) *jsonrpc.Response {
+func (g *Gateway) call(ctx context.Context, cl *caller, req *jsonrpc.Request, budget *atomic.Int64) *jsonrpc.Response {
 	reply := func(r jsonrpc.Response) *jsonrpc.Response {
 		if req.IsNotification() {
 			return nil
@@ -115,18 +115,23 @@ func (g *Gateway) call(ctx context.Context, table *routing.Table, cl *caller, re
 		r := jsonrpc.NewError(req.ID, jsonrpc.CodeInvalidRequest, err.Error())
 		return &r
 	}
-	routes := table.Method(cl.User, req.Method)
-	if len(routes) == 0 && cl.admin() {
-		routes = table.MethodAnyOwner(req.Method)
+	// The routes that serve the method: the caller's pools', or any
+	// owner's for an admin who has none.
+	resolve := func(t *routing.Table) []*routing.Route {
+		routes := t.Method(cl.User, req.Method)
+		if len(routes) == 0 && cl.admin() {
+			routes = t.MethodAnyOwner(req.Method)
+		}
+		return routes
 	}
-	if len(routes) == 0 {
+	if len(resolve(g.watcher.Table())) == 0 {
 		g.metrics.rpcCalls.WithLabelValues("(unknown)", "not_found").Inc()
 		return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeMethodNotFound, "method not found: "+req.Method))
 	}
 	body, _ := json.Marshal(req)
 	var tried []*routing.Backend
 	for {
-		lease, ok := routing.Acquire(routes, routing.LeastInFlight, routing.Method, tried)
+		lease, ok := routing.AcquireCurrent(g.watcher.Table, resolve, routing.LeastInFlight, routing.Method, tried)
 		if !ok {
 			g.metrics.rpcCalls.WithLabelValues(req.Method, "unavailable").Inc()
 			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeUnavailable, "no member serving "+req.Method+" is available (all draining, starting or at capacity)"))

@@ -28,6 +28,9 @@ func (g *Gateway) serveStats(c *gin.Context) {
 	} else if !g.operator(c) {
 		return
 	}
+	// The table's drain marks are read before any counter: a slot that
+	// routing.AcquireCurrent kept for a member is then in this answer, or
+	// was taken from this table, which excludes draining members.
 	out := pool.GatewayStats{Gateway: g.cfg.Name, MembersIndex: g.watcher.Table().MembersIndex, Members: []pool.MemberStats{}}
 	g.stats.Each(func(s *routing.MemberStats) {
 		http, tcp, method := g.rates.of(s)

@@ -18,17 +18,34 @@ import (
 	"github.com/tidepool-run/tidepool/gateway/routing"
 )
 
-// dialMember connects to a member of route, moving on to the next one when
-// a dial fails. The member's slot is taken before the dial, so a drain
-// never sees it idle while a connection is being made; the caller releases
-// the returned lease when the connection ends.
-func dialMember(ctx context.Context, route *routing.Route) (net.Conn, routing.Lease, error) {
+// portRef names one port of one owner's pool.
+type portRef struct {
+	owner, name string
+	port        int
+}
+
+// resolve is the port's route in t, as a one-element list; empty when the
+// table has no such pool or port.
+func (p portRef) resolve(t *routing.Table) []*routing.Route {
+	if pl, ok := t.Pool(p.owner, p.name); ok {
+		if r := pl.Ports[p.port]; r != nil {
+			return []*routing.Route{r}
+		}
+	}
+	return nil
+}
+
+// dialMember connects to a member of the port's route in the current
+// table, moving on to the next one when a dial fails. The member's slot is
+// taken before the dial, so a drain never sees it idle while a connection
+// is being made; the caller releases the returned lease when the
+// connection ends.
+func dialMember(ctx context.Context, table func() *routing.Table, p portRef) (net.Conn, routing.Lease, error) {
 	var tried []*routing.Backend
 	var lastErr error
 	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	routes := []*routing.Route{route}
 	for {
-		lease, ok := routing.Acquire(routes, routing.RoundRobin, routing.TCP, tried)
+		lease, ok := routing.AcquireCurrent(table, p.resolve, routing.RoundRobin, routing.TCP, tried)
 		if !ok {
 			if lastErr == nil {
 				lastErr = errNoMember
@@ -83,16 +100,12 @@ func (g *Gateway) tunnel(c *gin.Context) {
 	if o, n, ok := strings.Cut(name, "--"); ok && cl.admin() {
 		owner, name = o, n
 	}
-	p, ok := g.watcher.Table().Pool(owner, name)
-	route := (*routing.Route)(nil)
-	if ok {
-		route = p.Ports[port]
-	}
-	if route == nil {
+	ref := portRef{owner: owner, name: name, port: port}
+	if len(ref.resolve(g.watcher.Table())) == 0 {
 		writeError(c.Writer, http.StatusNotFound, fmt.Sprintf("no pool %q with port %d", name, port))
 		return
 	}
-	upstream, lease, err := dialMember(c.Request.Context(), route)
+	upstream, lease, err := dialMember(c.Request.Context(), g.watcher.Table, ref)
 	if err != nil {
 		status, msg := classify(c.Request.Context(), err)
 		if status == 0 {
@@ -108,7 +121,7 @@ func (g *Gateway) tunnel(c *gin.Context) {
 		return
 	}
 	ws.SetReadLimit(-1)
-	g.metrics.tcpConn(route)
+	g.metrics.tcpConn(lease.Route)
 	pipe(newWSStream(context.WithoutCancel(c.Request.Context()), ws), upstream)
 }
 
@@ -151,22 +164,13 @@ func (g *Gateway) acceptTCP(ctx context.Context, t *tcpListeners, ln net.Listene
 		t.conns.Store(conn, struct{}{})
 		t.wg.Go(func() {
 			defer t.conns.Delete(conn)
-			p, ok := g.watcher.Table().Pool(owner, name)
-			var route *routing.Route
-			if ok {
-				route = p.Ports[port]
-			}
-			if route == nil {
-				_ = conn.Close()
-				return
-			}
-			upstream, lease, err := dialMember(ctx, route)
+			upstream, lease, err := dialMember(ctx, g.watcher.Table, portRef{owner: owner, name: name, port: port})
 			if err != nil {
 				_ = conn.Close()
 				return
 			}
 			defer lease.Release()
-			g.metrics.tcpConn(route)
+			g.metrics.tcpConn(lease.Route)
 			pipe(conn, upstream)
 		})
 	}

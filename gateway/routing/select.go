@@ -66,6 +66,28 @@ func Acquire(routes []*Route, policy Policy, kind Kind, skip []*Backend) (l Leas
 	return acquireRoundRobin(routes, kind, skip)
 }
 
+// AcquireCurrent is Acquire on the routes resolve finds in the current
+// table (table returns it), keeping the slot only if the drain marks of
+// that table are still the current ones once the slot is counted.
+//
+// This is what lets a gateway report drain marks honestly: a report reads
+// the current table's MembersIndex first and the counters after it, so a
+// slot kept here is in every report that claims the table's marks, and a
+// request that resolved its member from a table replaced meanwhile gives
+// the slot back and picks again from the new table — it never lands on a
+// member the leader was told is idle. The extra cost is one atomic load.
+func AcquireCurrent(table func() *Table, resolve func(*Table) []*Route, policy Policy, kind Kind, skip []*Backend) (Lease, bool) {
+	for {
+		t := table()
+		l, ok := Acquire(resolve(t), policy, kind, skip)
+		if !ok || table().MembersIndex == t.MembersIndex {
+			return l, ok
+		}
+		// Each turn follows a table swap, so this ends.
+		l.Backend.Stats.unreserve(l.kind)
+	}
+}
+
 func acquireRoundRobin(routes []*Route, kind Kind, skip []*Backend) (Lease, bool) {
 	n := 0
 	for _, r := range routes {
@@ -234,6 +256,13 @@ func (s *MemberStats) reserve(k Kind, limit int) bool {
 	s.total[k].Add(1)
 	s.meter.change(time.Now(), 1)
 	return true
+}
+
+// unreserve gives back a slot that carried no work: it is not counted in
+// the member's totals.
+func (s *MemberStats) unreserve(k Kind) {
+	s.total[k].Add(^uint64(0))
+	s.release(k)
 }
 
 func (s *MemberStats) release(k Kind) {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -247,4 +248,60 @@ func TestAcquire_SkipsATriedMemberInANewerTable(t *testing.T) {
 		}
 		l.Release()
 	}
+}
+
+func TestAcquireCurrent_ARequestThatResolvedFromAReplacedTablePicksAgain(t *testing.T) {
+	reg := NewRegistry()
+	before := snapshot()
+	old := Build(before, reg)
+	// The leader marks m-a draining (a new members index); the table
+	// that applies it is swapped in while a request that resolved its
+	// route from the old table is about to take a slot.
+	after := snapshot()
+	after.Members[0].Phase = pool.PhaseDraining
+	after.MembersIndex = before.MembersIndex + 1
+	cur := Build(after, reg)
+
+	current := old
+	resolved := 0
+	resolve := func(t *Table) []*Route {
+		resolved++
+		r, _ := t.Lookup("alice--web--8080")
+		if t == old {
+			current = cur // the swap happens after the request resolved
+		}
+		return []*Route{r}
+	}
+	drained := reg.Member("p-1", "m-a")
+	var served []string
+	for range 4 {
+		current = old
+		l, ok := AcquireCurrent(func() *Table { return current }, resolve, RoundRobin, HTTP, nil)
+		if !ok {
+			t.Fatal("no member acquired")
+		}
+		if l.Backend.Stats == drained {
+			t.Fatalf("a request that resolved from the replaced table kept member m-a, whose drain the new table applies")
+		}
+		served = append(served, l.Backend.Addr)
+		l.Release()
+	}
+	if resolved != 8 {
+		t.Fatalf("resolved %d times, want each request to resolve again from the new table (8)", resolved)
+	}
+	if n, total := drained.InFlight(), drained.Total(HTTP); n != 0 || total != 0 {
+		t.Fatalf("m-a holds %d slots and counts %d requests; a slot given back carries no work", n, total)
+	}
+	if !slices.Equal(served, []string{"127.0.0.1:3", "127.0.0.1:3", "127.0.0.1:3", "127.0.0.1:3"}) {
+		t.Fatalf("served by %v, want m-b, the one member the new table routes", served)
+	}
+
+	// With no swap, the slot stays where it was taken, and counts.
+	r, _ := cur.Lookup("alice--web--8080")
+	before2 := r.Backends[0].Stats.Total(HTTP)
+	l, ok := AcquireCurrent(func() *Table { return cur }, func(*Table) []*Route { return []*Route{r} }, RoundRobin, HTTP, nil)
+	if !ok || l.Backend.Stats.InFlight() != 1 || r.Backends[0].Stats.Total(HTTP) != before2+1 {
+		t.Fatalf("acquire on a current table: ok %v", ok)
+	}
+	l.Release()
 }
