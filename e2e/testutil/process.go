@@ -71,6 +71,20 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 }
 
+// Pause stops the process with SIGSTOP, as a long GC pause or a frozen VM
+// would, and returns the function that resumes it (SIGCONT); resuming is
+// safe to repeat and also happens at cleanup, so a paused process never
+// outlives its test.
+func (p *Process) Pause(t testing.TB) (resume func()) {
+	t.Helper()
+	if err := p.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause %s: %v", p.Name, err)
+	}
+	resume = func() { _ = p.Cmd.Process.Signal(syscall.SIGCONT) }
+	t.Cleanup(resume)
+	return resume
+}
+
 // Log returns what the process has written so far.
 func (p *Process) Log() string {
 	b, _ := os.ReadFile(p.LogPath)

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -237,6 +238,16 @@ func (c *Cluster) StopConsul() {
 	if c.consul != nil {
 		c.consul.kill()
 	}
+}
+
+// PauseNomad stops the Nomad agent (the server of a multi-node cluster)
+// with SIGSTOP, so calls to it hang as they do when Nomad is overloaded or
+// cut off, and returns the function that resumes it; resuming is safe to
+// repeat. Tasks keep running.
+func (c *Cluster) PauseNomad() (resume func()) {
+	pid := c.nomad.cmd.Process.Pid
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
 }
 
 // Stop kills both agents and everything Nomad started, then removes the
