@@ -47,6 +47,14 @@ type Config struct {
 	// autoscaled pool at zero, or at max scale with every member full);
 	// past it the answer is an immediate 429.
 	QueueLimit int
+	// TokenTTL is how long a gateway trusts its last answer about a token
+	// before asking Consul again; while Consul is unreachable the last
+	// answer stands longer (docs/security.md).
+	TokenTTL time.Duration
+	// TokenLookupRate bounds the Consul reads a second for tokens this
+	// gateway does not know to be valid; past it such a token gets 503,
+	// so a flood of made-up tokens cannot flood Consul.
+	TokenLookupRate int
 	// TCPListeners forward plain TCP to pools.
 	TCPListeners []TCPListener
 	// Register: announce this gateway in Consul as tidepool-gateway, so
@@ -128,11 +136,13 @@ func (g *Gateway) markDemand(poolID string) {
 // DefaultConfig is every default of a gateway, in one place.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
+	tokens := defaultTokenCacheConfig()
 	return Config{
 		HTTPAddr: "127.0.0.1:4681", Domain: "localhost", KVPrefix: "tidepool",
 		Name:            fmt.Sprintf("%s-%d", host, os.Getpid()),
 		UpstreamTimeout: 5 * time.Minute, ShutdownTimeout: 30 * time.Second,
 		MaxBatch: 100, QueueLimit: 10000, MaxConns: 50000, Register: true, DeregisterDelay: 2 * time.Second,
+		TokenTTL: tokens.TTL, TokenLookupRate: tokens.LookupRate,
 	}
 }
 
@@ -153,6 +163,9 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueLimit <= 0 {
 		problems = append(problems, "queue_limit must be positive")
+	}
+	if c.TokenTTL <= 0 || c.TokenLookupRate <= 0 {
+		problems = append(problems, "token_ttl and token_lookup_rate must be positive")
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		problems = append(problems, "tls: set both the certificate and the key, or neither")
@@ -193,7 +206,7 @@ func New(cfg Config, consul *consulapi.Client, log hclog.Logger) *Gateway {
 		stats: routing.NewRegistry(),
 	}
 	g.watcher = routing.NewWatcher(consul, g.layout, g.stats, log)
-	g.tokens = newTokenCache(consul.KV(), g.layout, 10*time.Second)
+	g.tokens = newTokenCache(consul.KV(), g.layout, tokenCacheConfig{TTL: cfg.TokenTTL, LookupRate: cfg.TokenLookupRate}, time.Now)
 	g.keys = &gatewayKeys{kv: consul.KV(), layout: g.layout}
 	g.agent = consul.Agent()
 	g.metrics = newMetrics(g.watcher, g.stats)
@@ -265,7 +278,7 @@ func (g *Gateway) operator(c *gin.Context) bool {
 	cl, err := g.tokens.caller(c.Request)
 	switch {
 	case err != nil:
-		writeError(c.Writer, authStatus(err), err.Error()+" (operator endpoints need an admin token, or the gateway's operator listener)")
+		writeAuthError(c.Writer, err, " (operator endpoints need an admin token, or the gateway's operator listener)")
 		return false
 	case !cl.admin():
 		writeError(c.Writer, http.StatusForbidden, "operator endpoints need an admin token")

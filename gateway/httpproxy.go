@@ -351,7 +351,7 @@ func (g *Gateway) serveHost(w http.ResponseWriter, r *http.Request, label string
 		caller, err := g.tokens.caller(r)
 		switch {
 		case err != nil:
-			writeError(w, authStatus(err), err.Error())
+			writeAuthError(w, err, "")
 			return
 		case !caller.mayUse(route.Owner):
 			writeError(w, http.StatusNotFound, "no pool answers at "+r.Host)

@@ -22,9 +22,7 @@ import (
 // knowToken makes the gateway's token cache answer for secret without
 // asking Consul.
 func knowToken(g *Gateway, secret, user string, perms ...string) {
-	g.tokens.mu.Lock()
-	defer g.tokens.mu.Unlock()
-	g.tokens.entries[pool.HashToken(secret)] = tokenEntry{caller: &caller{User: user, Permissions: perms}, expires: time.Now().Add(time.Hour)}
+	g.tokens.valid.Add(pool.HashToken(secret), tokenAnswer{caller: &caller{User: user, Permissions: perms}, asked: time.Now()})
 }
 
 // headerEcho answers with the request headers it received.
@@ -287,11 +285,9 @@ func TestTokens_ConsulOutage(t *testing.T) {
 	upstream := headerEcho(t)
 	g := newStaticGatewayPort(t, upstream.Listener.Addr().String(), false) // Consul at 127.0.0.1:1: unreachable
 	knowToken(g, "alice-secret", "alice", pool.PermUsePools)
-	g.tokens.mu.Lock()
-	e := g.tokens.entries[pool.HashToken("alice-secret")]
-	e.expires = time.Now().Add(-time.Minute) // due for a check Consul cannot answer
-	g.tokens.entries[pool.HashToken("alice-secret")] = e
-	g.tokens.mu.Unlock()
+	a, _ := g.tokens.valid.Peek(pool.HashToken("alice-secret"))
+	a.asked = time.Now().Add(-time.Hour) // due for a check Consul cannot answer
+	g.tokens.valid.Add(pool.HashToken("alice-secret"), a)
 	for _, tt := range []struct {
 		name, token string
 		want        int

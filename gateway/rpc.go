@@ -34,7 +34,7 @@ var errReplyTooLarge = errors.New("the member's answer is too large for this bat
 func (g *Gateway) callMethods(c *gin.Context) {
 	cl, err := g.tokens.caller(c.Request)
 	if err != nil {
-		writeError(c.Writer, authStatus(err), err.Error())
+		writeAuthError(c.Writer, err, "")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxRPCBody))

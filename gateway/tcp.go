@@ -88,7 +88,7 @@ func pipe(a, b io.ReadWriteCloser) {
 func (g *Gateway) tunnel(c *gin.Context) {
 	cl, err := g.tokens.caller(c.Request)
 	if err != nil {
-		writeError(c.Writer, authStatus(err), err.Error())
+		writeAuthError(c.Writer, err, "")
 		return
 	}
 	port, err := strconv.Atoi(c.Param("port"))

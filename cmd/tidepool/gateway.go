@@ -54,6 +54,8 @@ type gatewayFile struct {
 	Register        *bool             `hcl:"register,optional"`
 	OperatorAddr    *string           `hcl:"operator_addr,optional"`
 	QueueLimit      *int              `hcl:"queue_limit,optional"`
+	TokenTTL        *string           `hcl:"token_ttl,optional"`
+	TokenLookupRate *int              `hcl:"token_lookup_rate,optional"`
 	LogLevel        *string           `hcl:"log_level,optional"`
 	TCPListeners    []tcpListenerFile `hcl:"tcp_listener,block"`
 	TLS             *tlsBlock         `hcl:"tls,block"`
@@ -91,6 +93,10 @@ func gatewaySettings(cfg *gateway.Config, logLevel *string) settings {
 			help: "PEM private key of -tls-cert.", set: stringSetter(&cfg.TLSKey), example: "/etc/tidepool/gw-key.pem"},
 		{flag: "queue-limit", env: "TIDEPOOL_GATEWAY_QUEUE_LIMIT", file: "queue_limit", kind: kindInt, def: "10000",
 			help: "Most requests one autoscaled pool's queue holds; past it, 429 at once.", set: intSetter(&cfg.QueueLimit), example: "50"},
+		{flag: "token-ttl", env: "TIDEPOOL_GATEWAY_TOKEN_TTL", file: "token_ttl", kind: kindDuration, def: "10s",
+			help: "How long an answer about a token stands before Consul is asked again (longer while Consul is unreachable).", set: durationSetter(&cfg.TokenTTL), example: "3s"},
+		{flag: "token-lookup-rate", env: "TIDEPOOL_GATEWAY_TOKEN_LOOKUP_RATE", file: "token_lookup_rate", kind: kindInt, def: "100",
+			help: "Most Consul reads a second for tokens not known valid; past it, such a token gets 503 (retry).", set: intSetter(&cfg.TokenLookupRate), example: "20"},
 		{flag: "log-level", env: "TIDEPOOL_LOG_LEVEL", file: "log_level", def: "info",
 			help: "trace, debug, info, warn or error.", set: stringSetter(logLevel), example: "debug"},
 	}
@@ -149,13 +155,14 @@ func (f *gatewayFile) apply(cfg *gateway.Config, logLevel *string) error {
 	assign(&cfg.Register, f.Register)
 	assign(&cfg.OperatorAddr, f.OperatorAddr)
 	assign(&cfg.QueueLimit, f.QueueLimit)
+	assign(&cfg.TokenLookupRate, f.TokenLookupRate)
 	f.TLS.apply(&cfg.TLSCert, &cfg.TLSKey)
 	assign(logLevel, f.LogLevel)
 	var errs []string
 	for name, pair := range map[string]struct {
 		dst *time.Duration
 		v   *string
-	}{"upstream_timeout": {&cfg.UpstreamTimeout, f.UpstreamTimeout}, "shutdown_timeout": {&cfg.ShutdownTimeout, f.ShutdownTimeout}} {
+	}{"upstream_timeout": {&cfg.UpstreamTimeout, f.UpstreamTimeout}, "shutdown_timeout": {&cfg.ShutdownTimeout, f.ShutdownTimeout}, "token_ttl": {&cfg.TokenTTL, f.TokenTTL}} {
 		if pair.v != nil {
 			if err := durationSetter(pair.dst)(*pair.v); err != nil {
 				errs = append(errs, name+": "+err.Error())

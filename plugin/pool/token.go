@@ -26,6 +26,12 @@ func (t *Token) Expired(now time.Time) bool {
 	return !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt)
 }
 
+// TokenLookupTimeout bounds one read of a token record in Consul, by a
+// gateway or a controller: past it the request gets 503 and should be
+// retried, rather than hang on an unreachable Consul or be refused as if
+// the token were invalid.
+const TokenLookupTimeout = 2 * time.Second
+
 // Permissions a token may carry.
 const (
 	PermUsePools = "use-pools"
