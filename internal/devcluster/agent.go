@@ -67,6 +67,20 @@ func agentEnv() []string {
 	return env
 }
 
+// signal sends sig to the agent's process; an agent that has exited is
+// an error.
+func (a *agent) signal(sig syscall.Signal) error {
+	select {
+	case <-a.exited:
+		return fmt.Errorf("%s has exited (%w); see %s", a.name, a.waitErr, a.logPath)
+	default:
+	}
+	if err := a.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", a.name, err)
+	}
+	return nil
+}
+
 // kill ends the agent's whole process group at once and waits for it.
 func (a *agent) kill() {
 	select {

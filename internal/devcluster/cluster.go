@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -248,6 +249,34 @@ func (c *Cluster) PauseNomad() (resume func()) {
 	pid := c.nomad.cmd.Process.Pid
 	_ = syscall.Kill(pid, syscall.SIGSTOP)
 	return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
+}
+
+// PauseConsul freezes the Consul agent with SIGSTOP, to test behaviour
+// while Consul hangs: its ports still accept connections but nothing
+// answers, as with a wedged or partitioned agent, so clients get no quick
+// "connection refused" and must rely on their own timeouts. It returns
+// resume (SIGCONT), which may be called more than once, and also resumes
+// the agent in t.Cleanup: a paused agent never outlives the test. (Stop
+// kills a paused agent too, and if the test process dies outright, the
+// next Start reaps it.)
+func (c *Cluster) PauseConsul(t TB) (resume func()) {
+	t.Helper()
+	if c.consul == nil {
+		t.Fatalf("pause consul: no Consul agent in this cluster")
+	}
+	if err := c.consul.signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause consul: %v", err)
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			if err := c.consul.signal(syscall.SIGCONT); err != nil {
+				t.Logf("resume consul: %v", err)
+			}
+		})
+	}
+	t.Cleanup(resume)
+	return resume
 }
 
 // Stop kills both agents and everything Nomad started, then removes the

@@ -51,7 +51,10 @@ func newSecret() (secret, accessor string) {
 }
 
 // authenticate resolves the bearer token; 401 when it is missing or
-// unknown. The secret is never logged.
+// unknown, 503 when Consul cannot say within pool.TokenLookupTimeout. The
+// record is read on every request, uncached: a revoked token stops
+// working at once, and while Consul is unreachable no route could serve
+// the request anyway. The secret is never logged.
 func (s *Server) authenticate(c *gin.Context) {
 	if cl, ok := c.Request.Context().Value(identityKey{}).(*caller); ok {
 		c.Set(callerKey, cl)
@@ -65,7 +68,9 @@ func (s *Server) authenticate(c *gin.Context) {
 		return
 	}
 	hash := pool.HashToken(secret)
-	t, err := s.Store.GetToken(c.Request.Context(), hash)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), pool.TokenLookupTimeout)
+	t, err := s.Store.GetToken(ctx, hash)
+	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		abort(c, http.StatusUnauthorized, "invalid token")

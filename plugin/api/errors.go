@@ -45,6 +45,9 @@ func (s *Server) fail(c *gin.Context, err error) {
 	case errors.Is(err, nomadjob.ErrNomadUnavailable):
 		c.Header("Retry-After", "5")
 		abort(c, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, store.ErrUnavailable):
+		c.Header("Retry-After", "5")
+		abort(c, http.StatusServiceUnavailable, "Consul is unreachable or slow; retry: "+err.Error())
 	default:
 		s.Log.Error("request failed", "method", c.Request.Method, "path", c.FullPath(), "error", err)
 		abort(c, http.StatusInternalServerError, "internal error: "+err.Error())

@@ -37,7 +37,21 @@ var (
 	ErrNameTaken = errors.New("name already taken")
 	// ErrPoolActive means the pool must be stopped before it is deleted (SPEC.md §4).
 	ErrPoolActive = errors.New("stop the pool before deleting it")
+	// ErrUnavailable means Consul could not be asked (unreachable, slow,
+	// or without a leader): the caller should retry, and an API answers 503.
+	ErrUnavailable = errors.New("consul is unavailable")
 )
+
+// unavailable marks an error of a Consul call as ErrUnavailable, unless
+// Consul answered with a client error (ACL denied, say), which retrying
+// does not cure.
+func unavailable(err error) error {
+	var status api.StatusError
+	if errors.As(err, &status) && status.Code < 500 {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
 
 // maxTxnOps keeps each transaction under Consul's limit on operations.
 const maxTxnOps = 64

@@ -52,7 +52,7 @@ func (s *Store) Bootstrap(ctx context.Context, t *Token) error {
 func (s *Store) GetToken(ctx context.Context, hash string) (*Token, error) {
 	pair, _, err := s.kv.Get(s.tokenKey(hash), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("read token: %w", err)
+		return nil, fmt.Errorf("read token: %w", unavailable(err))
 	}
 	if pair == nil {
 		return nil, ErrNotFound
