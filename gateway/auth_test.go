@@ -77,10 +77,11 @@ func (f *fakeTokenKV) remove(secret string) {
 	delete(f.records, f.layout.TokenKey(pool.HashToken(secret)))
 }
 
-func (f *fakeTokenKV) setDown(down bool) {
+// takeDown makes every read fail from now on.
+func (f *fakeTokenKV) takeDown() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.down = down
+	f.down = true
 }
 
 func (f *fakeTokenKV) readCount() int {
@@ -154,7 +155,7 @@ func TestTokenCache_FloodOfBogusTokensCostsBoundedReadsAndEvictsNoValidToken(t *
 
 	// Consul goes away and the cached answer is due for a check: the
 	// valid token must still be known.
-	kv.setDown(true)
+	kv.takeDown()
 	clock.advance(cfg.TTL + time.Second)
 	if cl, err := tokens.caller(tokenRequest("alice-secret")); err != nil || cl.User != "alice" {
 		t.Fatalf("valid token after the flood, Consul unreachable: %+v, %v; want alice from the cache", cl, err)
@@ -220,22 +221,22 @@ func TestTokenCache_Answers(t *testing.T) {
 		// within bounds how long the answer may take.
 		within time.Duration
 	}{
-		{"a cached token needs no Consul", func(kv *fakeTokenKV, _ *fakeClock) { kv.setDown(true) },
+		{"a cached token needs no Consul", func(kv *fakeTokenKV, _ *fakeClock) { kv.takeDown() },
 			"alice-secret", nil, cfg.LookupTimeout / 2},
 		{"a cached token outlives its TTL while Consul is unreachable",
-			func(kv *fakeTokenKV, c *fakeClock) { kv.setDown(true); c.advance(5 * ttl) }, "alice-secret", nil, cfg.LookupTimeout},
+			func(kv *fakeTokenKV, c *fakeClock) { kv.takeDown(); c.advance(5 * ttl) }, "alice-secret", nil, cfg.LookupTimeout},
 		{"a cached token due for a check does not wait for a hung Consul",
 			func(kv *fakeTokenKV, c *fakeClock) { hang(kv); c.advance(5 * ttl) }, "alice-secret", nil, cfg.LookupTimeout / 2},
 		{"a known bad token stays refused while Consul is unreachable",
-			func(kv *fakeTokenKV, c *fakeClock) { kv.setDown(true); c.advance(5 * ttl) }, "bogus", errBadToken, cfg.LookupTimeout},
+			func(kv *fakeTokenKV, c *fakeClock) { kv.takeDown(); c.advance(5 * ttl) }, "bogus", errBadToken, cfg.LookupTimeout},
 		{"a never-seen token while Consul is unreachable: retry",
-			func(kv *fakeTokenKV, _ *fakeClock) { kv.setDown(true) }, "never-seen", errTokenUnchecked, cfg.LookupTimeout},
+			func(kv *fakeTokenKV, _ *fakeClock) { kv.takeDown() }, "never-seen", errTokenUnchecked, cfg.LookupTimeout},
 		{"a never-seen token while Consul hangs: retry after the lookup timeout",
 			func(kv *fakeTokenKV, _ *fakeClock) { hang(kv) }, "never-seen", errTokenUnchecked, 2 * cfg.LookupTimeout},
 		{"a revoked token is refused once its answer is due for a check",
 			func(kv *fakeTokenKV, c *fakeClock) { kv.remove("alice-secret"); c.advance(ttl + time.Second) }, "alice-secret", errBadToken, cfg.LookupTimeout},
 		{"an expired token is refused even while Consul is unreachable",
-			func(kv *fakeTokenKV, c *fakeClock) { kv.setDown(true); c.advance(2 * time.Hour) }, "alice-secret", errBadToken, cfg.LookupTimeout},
+			func(kv *fakeTokenKV, c *fakeClock) { kv.takeDown(); c.advance(2 * time.Hour) }, "alice-secret", errBadToken, cfg.LookupTimeout},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

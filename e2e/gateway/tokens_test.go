@@ -16,8 +16,6 @@ import (
 	"github.com/tidepool-run/tidepool/plugin/pool"
 )
 
-func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
-
 // TestGateway_CachedTokenSurvivesConsulOutage: while Consul hangs (the
 // agent is stopped with SIGSTOP, so connections are accepted and never
 // answered), a token the gateway has checked keeps opening a private port
@@ -43,16 +41,23 @@ func TestGateway_CachedTokenSurvivesConsulOutage(t *testing.T) {
 	if _, err := alice.CreatePool(ctx, &spec); err != nil {
 		t.Fatalf("alice creates a pool with a private port: %v", err)
 	}
-	const aliceHost = "alice--web--8080"
-	testutil.Eventually(t, 90*time.Second, 200*time.Millisecond, "alice's private port answers her token", func(context.Context) error {
-		status, body, err := e.get(aliceHost, "/", bearer(issued.Token))
-		if err != nil || status != http.StatusOK {
-			return fmt.Errorf("status %d, err %v: %s", status, err, body)
+	// expect checks that GET / of alice's private port with a bearer
+	// token answers want.
+	expect := func(token string, want int) error {
+		status, body, err := e.get("alice--web--8080", "/", http.Header{"Authorization": {"Bearer " + token}})
+		if err != nil {
+			return err
+		}
+		if status != want {
+			return fmt.Errorf("status %d, want %d: %s", status, want, body)
 		}
 		return nil
+	}
+	testutil.Eventually(t, 90*time.Second, 200*time.Millisecond, "alice's private port answers her token", func(context.Context) error {
+		return expect(issued.Token, http.StatusOK)
 	})
-	if status, body, _ := e.get(aliceHost, "/", bearer("tp_refused-before")); status != http.StatusUnauthorized {
-		t.Fatalf("an unknown token with Consul up: %d %s, want 401", status, body)
+	if err := expect("tp_refused-before", http.StatusUnauthorized); err != nil {
+		t.Fatalf("an unknown token with Consul up: %v", err)
 	}
 
 	resume := e.c.PauseConsul(t)
@@ -67,9 +72,8 @@ func TestGateway_CachedTokenSurvivesConsulOutage(t *testing.T) {
 	outage := 5 * ttl
 	served := 0
 	testutil.Never(t, outage, 100*time.Millisecond, "alice's checked token while Consul hangs", func(context.Context) error {
-		status, body, err := e.get(aliceHost, "/", bearer(issued.Token))
-		if err != nil || status != http.StatusOK {
-			return fmt.Errorf("after %s of outage: status %d, err %v: %s", time.Since(paused).Round(time.Millisecond), status, err, body)
+		if err := expect(issued.Token, http.StatusOK); err != nil {
+			return fmt.Errorf("after %s of outage: %w", time.Since(paused).Round(time.Millisecond), err)
 		}
 		served++
 		return nil
@@ -77,16 +81,16 @@ func TestGateway_CachedTokenSurvivesConsulOutage(t *testing.T) {
 	if served < 10 || time.Since(paused) < 3*ttl {
 		t.Fatalf("%d requests in %s of outage: too few to show the cache outlives its %s TTL", served, time.Since(paused), ttl)
 	}
-	if status, body, _ := e.get(aliceHost, "/", bearer("tp_refused-before")); status != http.StatusUnauthorized {
-		t.Fatalf("a token refused before the outage: %d %s, want 401 still", status, body)
+	if err := expect("tp_refused-before", http.StatusUnauthorized); err != nil {
+		t.Fatalf("a token refused before the outage, while Consul hangs: %v", err)
 	}
 
 	// Never seen: the gateway cannot check it, and says to retry.
 	prompt := pool.TokenLookupTimeout + 2*time.Second
 	start := time.Now()
-	status, body, err := e.get(aliceHost, "/", bearer("tp_never-seen"))
-	if took := time.Since(start); err != nil || status != http.StatusServiceUnavailable || took > prompt {
-		t.Fatalf("an unknown token while Consul hangs: status %d, err %v after %s: %s; want 503 within %s", status, err, took, body, prompt)
+	err = expect("tp_never-seen", http.StatusServiceUnavailable)
+	if took := time.Since(start); err != nil || took > prompt {
+		t.Fatalf("an unknown token while Consul hangs: %v after %s; want 503 within %s", err, took, prompt)
 	}
 	start = time.Now()
 	_, err = alice.Self(ctx)
@@ -100,14 +104,10 @@ func TestGateway_CachedTokenSurvivesConsulOutage(t *testing.T) {
 	n := 0
 	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, "an unknown token is refused again once Consul is back", func(context.Context) error {
 		n++
-		status, body, err := e.get(aliceHost, "/", bearer(fmt.Sprintf("tp_never-seen-%d", n)))
-		if err != nil || status != http.StatusUnauthorized {
-			return fmt.Errorf("status %d, err %v: %s", status, err, body)
-		}
-		return nil
+		return expect(fmt.Sprintf("tp_never-seen-%d", n), http.StatusUnauthorized)
 	})
-	if status, body, err := e.get(aliceHost, "/", bearer(issued.Token)); err != nil || status != http.StatusOK {
-		t.Fatalf("alice's token after the outage: status %d, err %v: %s", status, err, body)
+	if err := expect(issued.Token, http.StatusOK); err != nil {
+		t.Fatalf("alice's token after the outage: %v", err)
 	}
 	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, "the controller knows alice again", func(ctx context.Context) error {
 		_, err := alice.Self(ctx)
