@@ -153,7 +153,7 @@ func (c *serverConfig) settings() settings {
 			help: "Consul KV prefix.", set: stringSetter(&c.KVPrefix), example: "tp-test"},
 		{flag: "sweep-interval", env: "TIDEPOOL_SWEEP_INTERVAL", file: "sweep_interval", kind: kindDuration, def: "15s",
 			help: "Reconcile every pool at least this often.", set: durationSetter(&c.SweepInterval), example: "7s"},
-		{flag: "gc-interval", env: "TIDEPOOL_GC_INTERVAL", file: "gc_interval", kind: kindDuration, def: controller.DefaultGCInterval.String(),
+		{flag: "gc-interval", env: "TIDEPOOL_GC_INTERVAL", file: "gc_interval", kind: kindDuration, def: "5m",
 			help: "Purge this installation's Nomad jobs whose pool record is gone this often.", set: durationSetter(&c.GCInterval), example: "90s"},
 		{flag: "session-ttl", env: "TIDEPOOL_SESSION_TTL", file: "leader.session_ttl", kind: kindDuration, def: "15s",
 			help: "Leader session TTL, 10s..24h.", set: durationSetter(&c.SessionTTL), example: "11s"},
