@@ -99,7 +99,7 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 	}
 	st := store.New(consul, cfg.KVPrefix)
 	st.Log = log.Named("store")
-	driver := nomadjob.NewDriver(nomad.Jobs(), nomad.Allocations(), consul.Health(), cfg.Templates)
+	driver := nomadjob.NewDriver(nomad.Jobs(), nomad.Allocations(), consul.Health(), cfg.Templates, st.Prefix())
 	elector := leader.New(consul, leader.Config{
 		Key: st.Layout().LeaderKey(), Name: cfg.Name,
 		SessionTTL: cfg.SessionTTL, LockDelay: cfg.LockDelay,
@@ -112,7 +112,8 @@ func runServer(ctx context.Context, cfg serverConfig) error {
 		}, func() float64 { return float64(st.Skipped()) }))
 	ctrl := controller.New(st, driver, traffic, controller.Config{
 		SweepInterval: cfg.SweepInterval, Demand: traffic, Scales: st, Autoscale: cfg.Autoscale,
-		Metrics: controller.NewAutoscaleMetrics(reg),
+		Metrics:      controller.NewAutoscaleMetrics(reg),
+		Installation: st.Prefix(), GCInterval: cfg.GCInterval, GCMetrics: controller.NewGCMetrics(reg),
 	}, log)
 
 	if err := loadTLS(cfg.TLSCert, cfg.TLSKey); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 
 	"github.com/tidepool-run/tidepool/plugin/autoscale"
+	"github.com/tidepool-run/tidepool/plugin/controller"
 	"github.com/tidepool-run/tidepool/plugin/nomadjob"
 	"github.com/tidepool-run/tidepool/plugin/pool"
 	"github.com/tidepool-run/tidepool/plugin/poolspec"
@@ -31,10 +32,12 @@ type serverConfig struct {
 	Name          string
 	KVPrefix      string
 	SweepInterval time.Duration
-	SessionTTL    time.Duration
-	LockDelay     time.Duration
-	LogLevel      string
-	Defaults      poolspec.Defaults
+	// GCInterval is how often the leader purges orphaned jobs.
+	GCInterval time.Duration
+	SessionTTL time.Duration
+	LockDelay  time.Duration
+	LogLevel   string
+	Defaults   poolspec.Defaults
 	// Autoscale tunes the autoscaler (rates, scale-to-zero grace).
 	Autoscale autoscale.Config
 	// Templates is what tenants' templates may do.
@@ -52,6 +55,7 @@ func defaultServerConfig() serverConfig {
 		Name:          fmt.Sprintf("%s-%d", host, os.Getpid()),
 		KVPrefix:      store.DefaultPrefix,
 		SweepInterval: 15 * time.Second,
+		GCInterval:    controller.DefaultGCInterval,
 		SessionTTL:    15 * time.Second,
 		LockDelay:     15 * time.Second,
 		LogLevel:      "info",
@@ -68,6 +72,7 @@ type serverFile struct {
 	Name          *string         `hcl:"name,optional"`
 	KVPrefix      *string         `hcl:"kv_prefix,optional"`
 	SweepInterval *string         `hcl:"sweep_interval,optional"`
+	GCInterval    *string         `hcl:"gc_interval,optional"`
 	LogLevel      *string         `hcl:"log_level,optional"`
 	Leader        *leaderBlock    `hcl:"leader,block"`
 	Autoscaler    *autoscalerFile `hcl:"autoscaler,block"`
@@ -148,6 +153,8 @@ func (c *serverConfig) settings() settings {
 			help: "Consul KV prefix.", set: stringSetter(&c.KVPrefix), example: "tp-test"},
 		{flag: "sweep-interval", env: "TIDEPOOL_SWEEP_INTERVAL", file: "sweep_interval", kind: kindDuration, def: "15s",
 			help: "Reconcile every pool at least this often.", set: durationSetter(&c.SweepInterval), example: "7s"},
+		{flag: "gc-interval", env: "TIDEPOOL_GC_INTERVAL", file: "gc_interval", kind: kindDuration, def: "5m",
+			help: "Purge this installation's Nomad jobs whose pool record is gone this often.", set: durationSetter(&c.GCInterval), example: "90s"},
 		{flag: "session-ttl", env: "TIDEPOOL_SESSION_TTL", file: "leader.session_ttl", kind: kindDuration, def: "15s",
 			help: "Leader session TTL, 10s..24h.", set: durationSetter(&c.SessionTTL), example: "11s"},
 		{flag: "lock-delay", env: "TIDEPOOL_LOCK_DELAY", file: "leader.lock_delay", kind: kindDuration, def: "15s",
@@ -178,6 +185,9 @@ func (c *serverConfig) validate() error {
 	var problems []string
 	if c.SweepInterval < time.Second {
 		problems = append(problems, "sweep_interval must be at least 1s")
+	}
+	if c.GCInterval < time.Second {
+		problems = append(problems, "gc_interval must be at least 1s")
 	}
 	if c.SessionTTL < 10*time.Second || c.SessionTTL > 24*time.Hour {
 		problems = append(problems, "session_ttl must be from 10s to 24h (Consul's bounds)")
@@ -230,6 +240,7 @@ func (file *serverFile) apply(cfg *serverConfig) error {
 		}
 	}
 	dur("sweep_interval", &cfg.SweepInterval, file.SweepInterval)
+	dur("gc_interval", &cfg.GCInterval, file.GCInterval)
 	if l := file.Leader; l != nil {
 		dur("leader.session_ttl", &cfg.SessionTTL, l.SessionTTL)
 		dur("leader.lock_delay", &cfg.LockDelay, l.LockDelay)

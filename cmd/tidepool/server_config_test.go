@@ -86,6 +86,7 @@ scaler {
 func TestLoadServerConfig_Errors(t *testing.T) {
 	tests := map[string]string{
 		`sweep_interval = "soon"`:                  "sweep_interval",
+		`gc_interval = "100ms"`:                    "gc_interval must be at least 1s",
 		`leader { session_ttl = "2s" }`:            "session_ttl must be from 10s",
 		`autoscaler { stable_window = "a while" }`: "autoscaler.stable_window",
 		`autoscaler { stable_windw = "60s" }`:      "stable_windw",

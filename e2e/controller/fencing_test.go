@@ -23,10 +23,10 @@ import (
 // pins the worst order, a write already sent.
 func TestLeaderPausedPastItsSession_WritesNothingOnResume(t *testing.T) {
 	e := newEnv(t)
-	a := e.startServer("ctrl-a")
+	_, a := e.startServer("ctrl-a")
 	p := e.createPool("p-fence001", 2, 30*time.Second, time.Second)
 	e.waitRunning(p.ID, 2, 90*time.Second)
-	b := e.startServer("ctrl-b") // standby: a leads already
+	_, b := e.startServer("ctrl-b") // standby: a leads already
 
 	// Hold a's next pass on Nomad: it reads the records, then waits for
 	// the job. The pool now wants a third member.

@@ -45,11 +45,13 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// startServer runs `tidepool server` against the cluster.
-func (e *env) startServer(name string) *testutil.Process {
+// startServer runs `tidepool server` against the cluster and returns its
+// API address. The garbage collector runs every 2s, so every test here also
+// shows it never purges the job of a pool being created or deleted.
+func (e *env) startServer(name string) (string, *testutil.Process) {
 	e.t.Helper()
-	_, p := testutil.StartServer(e.t, e.tidepool, e.c.Env(), "-name", name, "-kv-prefix", kvPrefix, "-sweep-interval", "15s", "-log-level", "debug")
-	return p
+	return testutil.StartServer(e.t, e.tidepool, e.c.Env(), "-name", name, "-kv-prefix", kvPrefix,
+		"-sweep-interval", "15s", "-gc-interval", "2s", "-log-level", "debug")
 }
 
 func (e *env) template() string {

@@ -268,14 +268,55 @@ func TestPool_StopStartDelete(t *testing.T) {
 	}
 }
 
+// TestPool_ScaleToZeroStopsTheJobAndScaleUpStartsIt: with no member left
+// the job is registered with Stop set (an index-checked write, unlike a
+// deregistration) and Nomad stops every allocation; members created later
+// start the job again.
+func TestPool_ScaleToZeroStopsTheJobAndScaleUpStartsIt(t *testing.T) {
+	e := newEnv(t)
+	e.startServer("ctrl-a")
+	p := e.createPool("p-zero0001", 2, 2*time.Second, 2*time.Second)
+	e.waitRunning(p.ID, 2, 90*time.Second)
+
+	e.modify(p.ID, func(p *pool.Pool) { p.Spec.DesiredCount = 0 })
+	testutil.Eventually(t, 60*time.Second, 200*time.Millisecond, "job stopped, nothing running", func(ctx context.Context) error {
+		if n := len(e.members(p.ID)); n != 0 {
+			return fmt.Errorf("%d member records", n)
+		}
+		if job := e.job(p); !*job.Stop {
+			return fmt.Errorf("job %s, not stopped", *job.Status)
+		}
+		allocs, _, err := e.c.Nomad.Jobs().Allocations(p.JobID(), false, (&nomadapi.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		for _, a := range allocs {
+			if a.ClientStatus == nomadapi.AllocClientStatusRunning {
+				return fmt.Errorf("allocation %s of %s still running", a.ID, a.TaskGroup)
+			}
+		}
+		addrs, err := e.passing(ctx, p.ID)
+		if err == nil && len(addrs) > 0 {
+			err = fmt.Errorf("%d members passing", len(addrs))
+		}
+		return err
+	})
+
+	e.modify(p.ID, func(p *pool.Pool) { p.Spec.DesiredCount = 2 })
+	e.waitRunning(p.ID, 2, 60*time.Second)
+	if job := e.job(p); *job.Stop || len(job.TaskGroups) != 2 {
+		t.Fatalf("job stopped %v with %d groups, want running with 2", *job.Stop, len(job.TaskGroups))
+	}
+}
+
 // TestLeaderFailover_FinishesDrain kills the leader mid-drain; the standby
 // takes over and finishes the drain where it stood.
 func TestLeaderFailover_FinishesDrain(t *testing.T) {
 	e := newEnv(t)
-	a := e.startServer("ctrl-a")
+	_, a := e.startServer("ctrl-a")
 	p := e.createPool("p-fail0001", 3, 8*time.Second, 2*time.Second)
 	e.waitRunning(p.ID, 3, 90*time.Second)
-	b := e.startServer("ctrl-b") // standby: a leads already
+	_, b := e.startServer("ctrl-b") // standby: a leads already
 	original := keys(e.members(p.ID))
 
 	log := e.recordPhases(p.ID)

@@ -78,9 +78,9 @@ func cyclingIDs(ids ...string) func() string {
 func runController(t *testing.T, c *devcluster.Cluster, st *store.Store, newID func() string) {
 	t.Helper()
 	log := hclog.New(&hclog.LoggerOptions{Name: "ctrl", Level: hclog.Info, Output: testWriter{t}})
-	driver := nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}})
+	driver := nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}}, st.Prefix())
 	traffic := gatewaystats.New(c.Consul.Health(), st, time.Second, log)
-	ctrl := controller.New(st, driver, traffic, controller.Config{SweepInterval: 5 * time.Second, NewMemberID: newID}, log)
+	ctrl := controller.New(st, driver, traffic, controller.Config{SweepInterval: 5 * time.Second, NewMemberID: newID, Installation: st.Prefix()}, log)
 	elector := leader.New(c.Consul, leader.Config{Key: st.Layout().LeaderKey(), Name: "iso", SessionTTL: 10 * time.Second, LockDelay: time.Second}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

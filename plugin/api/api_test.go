@@ -59,7 +59,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	d := poolspec.DefaultDefaults()
 	d.Limits.MaxDesiredCount = 50
 	d.Limits.MaxScaleLimit = 20
-	s := &Server{Store: st, Nomad: nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}}), Defaults: d, Log: hclog.NewNullLogger()}
+	s := &Server{Store: st, Nomad: nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}}, st.Prefix()), Defaults: d, Log: hclog.NewNullLogger()}
 	s.Metrics = prometheus.NewRegistry()
 	h := s.Handler()
 	srv := httptest.NewServer(h)

@@ -30,6 +30,7 @@ type Store interface {
 	GetPool(ctx context.Context, id string) (*pool.Pool, error)
 	ListPools(ctx context.Context, waitIndex uint64, wait time.Duration) ([]*pool.Pool, uint64, error)
 	ListMembers(ctx context.Context, poolID string) ([]*pool.Member, error)
+	PoolIDs(ctx context.Context) ([]string, error)
 	PutMembers(ctx context.Context, ms []*pool.Member) error
 	DeleteMembers(ctx context.Context, ms []*pool.Member) error
 	RemovePool(ctx context.Context, p *pool.Pool) error
@@ -40,7 +41,8 @@ type Nomad interface {
 	Observe(ctx context.Context, p *pool.Pool) (*nomadjob.Snapshot, error)
 	Template(p *pool.Pool) (*api.Job, error)
 	Sync(ctx context.Context, p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) error
-	Purge(ctx context.Context, p *pool.Pool) error
+	Purge(ctx context.Context, jobID string) error
+	ListJobs(ctx context.Context) ([]*api.JobListStub, error)
 }
 
 // InFlight reports work in progress on a pool's members, summed over every
@@ -76,6 +78,13 @@ type Config struct {
 	Autoscale autoscale.Config
 	// Metrics, when set, exports the autoscaler's decisions.
 	Metrics *AutoscaleMetrics
+	// Installation is the KV prefix that marks this installation's Nomad
+	// jobs (nomadjob.MetaInstallation). When set, the leader purges those
+	// of its jobs whose pool record is gone: at once, then every
+	// GCInterval (5m when zero). GCMetrics, when set, counts the purges.
+	Installation string
+	GCInterval   time.Duration
+	GCMetrics    *GCMetrics
 }
 
 // Controller reconciles pools while its node leads.
@@ -93,6 +102,7 @@ type Controller struct {
 	mu        sync.Mutex
 	known     map[string]uint64 // pool id → last seen ModifyIndex
 	templates map[string]cachedTemplate
+	unmarked  map[string]bool // jobs without an installation marker, logged once
 }
 
 type cachedTemplate struct {
@@ -117,6 +127,9 @@ func New(s Store, n Nomad, inFlight InFlight, cfg Config, log hclog.Logger) *Con
 	if cfg.NewMemberID == nil {
 		cfg.NewMemberID = pool.NewMemberID
 	}
+	if cfg.GCInterval == 0 {
+		cfg.GCInterval = DefaultGCInterval
+	}
 	return &Controller{
 		store: s, nomad: n, inFlight: inFlight, cfg: cfg,
 		log:       log.Named("controller"),
@@ -124,15 +137,17 @@ func New(s Store, n Nomad, inFlight InFlight, cfg Config, log hclog.Logger) *Con
 		newID:     cfg.NewMemberID,
 		known:     map[string]uint64{},
 		templates: map[string]cachedTemplate{},
+		unmarked:  map[string]bool{},
 	}
 }
 
-// Source feeds pool ids to reconcile; Run starts each with the queue's Add.
+// Source feeds pool ids to reconcile, or does other work of the leader;
+// Run starts each with the queue's Add.
 type Source func(ctx context.Context, enqueue func(poolID string))
 
 // Run reconciles until ctx is done (leadership lost or shutdown). Extra
-// sources (Nomad events, Consul health) run alongside the pool watch and
-// the sweep.
+// sources (Nomad events, Consul health) run alongside the pool watch, the
+// sweep, the autoscaler and the garbage collector.
 func (c *Controller) Run(ctx context.Context, sources ...Source) error {
 	c.queue = newQueue()
 	defer c.queue.Stop()
@@ -141,6 +156,9 @@ func (c *Controller) Run(ctx context.Context, sources ...Source) error {
 	sources = append([]Source{c.watchPools, c.sweep}, sources...)
 	if c.cfg.Demand != nil && c.cfg.Scales != nil {
 		sources = append(sources, c.autoscale)
+	}
+	if c.cfg.Installation != "" {
+		sources = append(sources, c.collectGarbage)
 	}
 	var wg sync.WaitGroup
 	for _, src := range sources {
@@ -313,7 +331,7 @@ func (c *Controller) apply(ctx context.Context, p *pool.Pool, members []*pool.Me
 		}
 	case reconcile.JobPurge:
 		if snap.JobExists() {
-			if err := c.nomad.Purge(ctx, p); err != nil {
+			if err := c.nomad.Purge(ctx, p.JobID()); err != nil {
 				return err
 			}
 			c.log.Info("job purged", "pool", p.Spec.Name, "pool_id", p.ID, "job", p.JobID())

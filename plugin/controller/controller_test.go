@@ -25,6 +25,14 @@ type recorder struct {
 	snap    *nomadjob.Snapshot
 	calls   []string
 	failPut error
+
+	// For the garbage collector: the jobs Nomad lists, the pool records
+	// (beside pool), and failures to inject.
+	jobs      []*api.JobListStub
+	poolIDs   []string
+	failList  error
+	failIDs   error
+	failPurge map[string]error
 }
 
 func (r *recorder) GetPool(_ context.Context, id string) (*pool.Pool, error) {
@@ -40,6 +48,16 @@ func (r *recorder) ListPools(context.Context, uint64, time.Duration) ([]*pool.Po
 
 func (r *recorder) ListMembers(context.Context, string) ([]*pool.Member, error) {
 	return r.members, nil
+}
+
+func (r *recorder) PoolIDs(context.Context) ([]string, error) {
+	r.calls = append(r.calls, "list pool ids")
+	return r.poolIDs, r.failIDs
+}
+
+func (r *recorder) ListJobs(context.Context) ([]*api.JobListStub, error) {
+	r.calls = append(r.calls, "list jobs")
+	return r.jobs, r.failList
 }
 
 func (r *recorder) PutMembers(_ context.Context, ms []*pool.Member) error {
@@ -74,8 +92,11 @@ func (r *recorder) Sync(_ context.Context, _ *pool.Pool, _, _ *api.Job, ms []*po
 	return nil
 }
 
-func (r *recorder) Purge(_ context.Context, p *pool.Pool) error {
-	r.calls = append(r.calls, "purge "+p.JobID())
+func (r *recorder) Purge(_ context.Context, jobID string) error {
+	if err := r.failPurge[jobID]; err != nil {
+		return err
+	}
+	r.calls = append(r.calls, "purge "+jobID)
 	return nil
 }
 

@@ -70,7 +70,7 @@ func TestReconcile_ALeaderFrozenMidPassWritesNothing(t *testing.T) {
 	if err := s.CreatePool(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	driver := nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}})
+	driver := nomadjob.NewDriver(c.Nomad.Jobs(), c.Nomad.Allocations(), c.Consul.Health(), nomadjob.Policy{AllowedDrivers: []string{"raw_exec"}}, s.Prefix())
 
 	lock := s.Layout().LeaderKey()
 	session := func() string {

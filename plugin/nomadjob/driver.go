@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -21,6 +22,7 @@ type Jobs interface {
 	Parser
 	Info(jobID string, q *api.QueryOptions) (*api.Job, *api.QueryMeta, error)
 	Allocations(jobID string, allAllocs bool, q *api.QueryOptions) ([]*api.AllocationListStub, *api.QueryMeta, error)
+	ListOptions(opts *api.JobListOptions, q *api.QueryOptions) ([]*api.JobListStub, *api.QueryMeta, error)
 	EnforceRegister(job *api.Job, modifyIndex uint64, q *api.WriteOptions) (*api.JobRegisterResponse, *api.WriteMeta, error)
 	Deregister(jobID string, purge bool, q *api.WriteOptions) (string, *api.WriteMeta, error)
 }
@@ -44,21 +46,30 @@ var (
 	_ Health = (*consulapi.Health)(nil)
 )
 
+// ErrJobChanged means a job was written by someone else since it was read,
+// so a registration checked against its modify index was refused. A
+// deposed leader's writes fail this way; a leader reads the job again on
+// its next pass.
+var ErrJobChanged = errors.New("the job changed since it was read")
+
 // Driver observes and drives pools' Nomad jobs.
 type Driver struct {
-	jobs   Jobs
-	allocs Allocs
-	health Health
-	policy Policy
+	jobs         Jobs
+	allocs       Allocs
+	health       Health
+	policy       Policy
+	installation string
 
 	mu    sync.Mutex
 	ports map[string]map[string]string // allocation id → label → host:port
 }
 
 // NewDriver returns a driver over Nomad's job and allocation APIs and
-// Consul's health API that accepts templates within policy.
-func NewDriver(jobs Jobs, allocs Allocs, health Health, policy Policy) *Driver {
-	return &Driver{jobs: jobs, allocs: allocs, health: health, policy: policy, ports: map[string]map[string]string{}}
+// Consul's health API that accepts templates within policy. installation
+// (the store's KV prefix) marks the jobs it creates as this installation's
+// (MetaInstallation).
+func NewDriver(jobs Jobs, allocs Allocs, health Health, policy Policy, installation string) *Driver {
+	return &Driver{jobs: jobs, allocs: allocs, health: health, policy: policy, installation: installation, ports: map[string]map[string]string{}}
 }
 
 // Usage is an allocation's CPU and memory use as a percentage of what it
@@ -188,37 +199,53 @@ func (d *Driver) Template(p *pool.Pool) (*api.Job, error) {
 }
 
 // Sync registers the job the member records imply, if it differs from
-// current; with no member left to run, it stops the job. Registration is
-// checked against current's modify index, so a deposed leader's write
-// fails.
+// current; with no member left to run, it registers the job stopped. Every
+// write, the stop included, is checked against current's modify index, so
+// a deposed leader's write fails with ErrJobChanged and leaves the job as
+// the new leader wrote it.
 func (d *Driver) Sync(ctx context.Context, p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) error {
-	job, changed, err := Desired(p, current, tmpl, members)
+	job, changed, err := Desired(p, current, tmpl, members, d.installation)
 	if err != nil || !changed {
 		return err
-	}
-	w := (&api.WriteOptions{}).WithContext(ctx)
-	if job == nil {
-		if _, _, err := d.jobs.Deregister(p.JobID(), false, w); err != nil && !isNotFound(err) {
-			return fmt.Errorf("stop job %s: %w", p.JobID(), err)
-		}
-		return nil
 	}
 	var index uint64
 	if current != nil && current.JobModifyIndex != nil {
 		index = *current.JobModifyIndex
 	}
-	if _, _, err := d.jobs.EnforceRegister(job, index, w); err != nil {
-		return fmt.Errorf("register job %s: %w", p.JobID(), err)
+	verb := "register"
+	if isStopped(job) {
+		verb = "stop"
+	}
+	if _, _, err := d.jobs.EnforceRegister(job, index, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		if strings.Contains(err.Error(), enforceIndexError) {
+			err = fmt.Errorf("%w (read at modify index %d; the next pass reads it again): %w", ErrJobChanged, index, err)
+		}
+		return fmt.Errorf("%s job %s: %w", verb, p.JobID(), err)
 	}
 	return nil
 }
 
-// Purge deregisters and purges the pool's job; a missing job is fine.
-func (d *Driver) Purge(ctx context.Context, p *pool.Pool) error {
-	if _, _, err := d.jobs.Deregister(p.JobID(), true, (&api.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
-		return fmt.Errorf("purge job %s: %w", p.JobID(), err)
+// enforceIndexError begins Nomad's refusal of a registration whose
+// modify index is stale (nomad.RegisterEnforceIndexErrPrefix).
+const enforceIndexError = "Enforcing job modify index"
+
+// Purge deregisters and purges a job; a missing job is fine.
+func (d *Driver) Purge(ctx context.Context, jobID string) error {
+	if _, _, err := d.jobs.Deregister(jobID, true, (&api.WriteOptions{}).WithContext(ctx)); err != nil && !isNotFound(err) {
+		return fmt.Errorf("purge job %s: %w", jobID, err)
 	}
 	return nil
+}
+
+// ListJobs lists the jobs in the client's namespace with their meta, for
+// the garbage collector (PlanGC).
+func (d *Driver) ListJobs(ctx context.Context) ([]*api.JobListStub, error) {
+	opts := &api.JobListOptions{Fields: &api.JobListFields{Meta: true}}
+	jobs, _, err := d.jobs.ListOptions(opts, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
 }
 
 func serviceNames(job *api.Job) []string {

@@ -23,6 +23,11 @@ const (
 	MetaMember     = pool.ServiceMetaMember
 	MetaGeneration = "tidepool_generation"
 	MetaPort       = pool.ServiceMetaPort
+	// MetaInstallation names the Tidepool installation that created the
+	// job: the KV prefix of its store. Installations sharing a Nomad
+	// cluster tell their jobs apart by it, and the garbage collector
+	// purges only its own installation's jobs (see PlanGC).
+	MetaInstallation = "tidepool_kv_prefix"
 )
 
 // Service tags Tidepool adds to every member service. TagDraining marks a
@@ -46,10 +51,16 @@ func Owned(job *api.Job, poolID string) bool {
 // Groups Nomad already runs are kept as they are, changing only their count
 // and draining tag, so a template change never restarts an old member; new
 // members are stamped from tmpl (the current generation's parsed
-// template). current is the registered job or nil. changed is false when
-// registering would change nothing; job is nil when no member needs a
-// group, and the job should be stopped.
-func Desired(p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) (job *api.Job, changed bool, err error) {
+// template). current is the registered job or nil; a job Desired creates
+// is marked with installation (MetaInstallation). changed is false when
+// registering would change nothing.
+//
+// When no member needs a group, job is current with Stop set: stopping is
+// a registration like any other, so it can be checked against current's
+// modify index (a deregistration cannot). Its groups stay as they were, as
+// Nomad refuses a job without groups. job is nil only when there is no job
+// and none is needed.
+func Desired(p *pool.Pool, current, tmpl *api.Job, members []*pool.Member, installation string) (job *api.Job, changed bool, err error) {
 	if current != nil && !Owned(current, p.ID) {
 		return nil, false, fmt.Errorf("%s: %w", p.JobID(), ErrNotOwned)
 	}
@@ -89,7 +100,12 @@ func Desired(p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) (job 
 		changed = true
 	}
 	if len(groups) == 0 {
-		return nil, live, nil
+		if !live {
+			return current, false, nil
+		}
+		stopped := clone(current)
+		stopped.Stop = new(true)
+		return stopped, true, nil
 	}
 
 	var base *api.Job
@@ -99,7 +115,7 @@ func Desired(p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) (job 
 		if tmpl == nil {
 			return nil, false, errors.New("no template to create the job from")
 		}
-		base = newJob(p, tmpl)
+		base = newJob(p, tmpl, installation)
 		changed = true
 	}
 	base.TaskGroups = groups
@@ -109,8 +125,9 @@ func Desired(p *pool.Pool, current, tmpl *api.Job, members []*pool.Member) (job 
 
 // newJob takes the job-level settings of the template and makes it the
 // pool's job. Job-level settings are fixed at creation: changing job meta
-// would restart every member.
-func newJob(p *pool.Pool, tmpl *api.Job) *api.Job {
+// would restart every member. (A stopped job is created anew when it
+// starts again; nothing runs then that a meta change could restart.)
+func newJob(p *pool.Pool, tmpl *api.Job, installation string) *api.Job {
 	job := clone(tmpl)
 	id := p.JobID()
 	job.ID, job.Name = &id, &id
@@ -123,6 +140,9 @@ func newJob(p *pool.Pool, tmpl *api.Job) *api.Job {
 	job.Meta[MetaPoolID] = p.ID
 	job.Meta[MetaOwner] = p.Owner
 	job.Meta[MetaPool] = p.Spec.Name
+	if installation != "" {
+		job.Meta[MetaInstallation] = installation
+	}
 	// Tidepool rolls members out itself; Nomad deployments (and their
 	// auto-revert) would fight it.
 	job.Update = &api.UpdateStrategy{MaxParallel: new(0)}

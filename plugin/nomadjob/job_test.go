@@ -15,6 +15,9 @@ import (
 	"github.com/tidepool-run/tidepool/plugin/reconcile"
 )
 
+// testInstallation is the KV prefix the tests' jobs are marked with.
+const testInstallation = "tidepool-test"
+
 func testTemplate() *api.Job {
 	job := api.NewServiceJob("echo", "echo", "global", 50)
 	job.Meta = map[string]string{"team": "search"}
@@ -52,11 +55,11 @@ func TestDesired_NewJobStampsMembers(t *testing.T) {
 		member("m-b", pool.PhaseRunning, 2, 2),
 		member("m-a", pool.PhaseRunning, 2, 1),
 		member("m-gone", pool.PhaseDeleting, 2, 0),
-	})
+	}, testInstallation)
 	if err != nil || !changed {
 		t.Fatalf("changed=%v err=%v", changed, err)
 	}
-	if *job.ID != "alice--web--p-1" || job.Meta[MetaManaged] != "true" || job.Meta["team"] != "search" {
+	if *job.ID != "alice--web--p-1" || job.Meta[MetaManaged] != "true" || job.Meta[MetaInstallation] != testInstallation || job.Meta["team"] != "search" {
 		t.Fatalf("job id %s meta %v", *job.ID, job.Meta)
 	}
 	if *job.Update.MaxParallel != 0 {
@@ -95,7 +98,7 @@ func TestDesired_KeepsTemplatePlacement(t *testing.T) {
 	tmpl.TaskGroups[0].Constraints = []*api.Constraint{groupConstraint}
 	tmpl.TaskGroups[0].Spreads = []*api.Spread{groupSpread}
 
-	job, _, err := Desired(testPool(), nil, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseRunning, 2, 2)})
+	job, _, err := Desired(testPool(), nil, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseRunning, 2, 2)}, testInstallation)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +117,7 @@ func TestDesired_KeepsTemplatePlacement(t *testing.T) {
 // registered simulates what Nomad returns for a job Tidepool registered.
 func registered(t *testing.T, p *pool.Pool, members ...*pool.Member) *api.Job {
 	t.Helper()
-	job, _, err := Desired(p, nil, testTemplate(), members)
+	job, _, err := Desired(p, nil, testTemplate(), members, testInstallation)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +134,7 @@ func TestDesired_KeepsExistingGroupsAndOnlyChangesCountAndTags(t *testing.T) {
 	tmpl.TaskGroups[0].Tasks[0].Config = map[string]any{"command": "/new"}
 
 	t.Run("no change", func(t *testing.T) {
-		_, changed, err := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseRunning, 2, 2)})
+		_, changed, err := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1), member("m-b", pool.PhaseRunning, 2, 2)}, testInstallation)
 		if err != nil || changed {
 			t.Fatalf("changed=%v err=%v", changed, err)
 		}
@@ -141,7 +144,7 @@ func TestDesired_KeepsExistingGroupsAndOnlyChangesCountAndTags(t *testing.T) {
 			member("m-a", pool.PhaseDraining, 2, 1),
 			member("m-b", pool.PhaseStopped, 2, 2),
 			member("m-c", pool.PhaseRunning, 3, 3),
-		})
+		}, testInstallation)
 		if err != nil || !changed {
 			t.Fatalf("changed=%v err=%v", changed, err)
 		}
@@ -163,16 +166,54 @@ func TestDesired_KeepsExistingGroupsAndOnlyChangesCountAndTags(t *testing.T) {
 		}
 	})
 	t.Run("undrain removes the tag", func(t *testing.T) {
-		drained, _, _ := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseDraining, 2, 1)})
+		drained, _, _ := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseDraining, 2, 1)}, testInstallation)
 		drained.JobModifyIndex = new(uint64(43))
-		job, changed, err := Desired(p, drained, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1)})
+		job, changed, err := Desired(p, drained, tmpl, []*pool.Member{member("m-a", pool.PhaseRunning, 2, 1)}, testInstallation)
 		if err != nil || !changed || draining(job.TaskGroups[0]) {
 			t.Fatalf("changed=%v err=%v draining=%v", changed, err, draining(job.TaskGroups[0]))
 		}
 	})
 	t.Run("nothing left to run stops the job", func(t *testing.T) {
-		job, changed, err := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseDeleting, 2, 1)})
-		if err != nil || !changed || job != nil {
+		job, changed, err := Desired(p, current, tmpl, []*pool.Member{member("m-a", pool.PhaseDeleting, 2, 1)}, testInstallation)
+		if err != nil || !changed {
+			t.Fatalf("changed=%v err=%v", changed, err)
+		}
+		if job == nil || !isStopped(job) {
+			t.Fatalf("job %v: want current registered with Stop set", job)
+		}
+		// The stop is a registration of the job as it is: same id, same
+		// meta, same groups (Nomad refuses a job without any), so Sync can
+		// check it against current's modify index.
+		if *job.ID != *current.ID || !reflect.DeepEqual(job.Meta, current.Meta) || !slices.Equal(groupNames(job), groupNames(current)) {
+			t.Fatalf("stopped job %s meta %v groups %v, want %s's", *job.ID, job.Meta, groupNames(job), *current.ID)
+		}
+		if *job.JobModifyIndex != *current.JobModifyIndex {
+			t.Fatalf("modify index %d, want current's %d", *job.JobModifyIndex, *current.JobModifyIndex)
+		}
+		if isStopped(current) {
+			t.Fatal("Desired changed current")
+		}
+	})
+	t.Run("a stopped job stays stopped", func(t *testing.T) {
+		stopped, _, _ := Desired(p, current, tmpl, nil, testInstallation)
+		job, changed, err := Desired(p, stopped, tmpl, []*pool.Member{member("m-a", pool.PhaseDeleting, 2, 1)}, testInstallation)
+		if err != nil || changed || job != stopped {
+			t.Fatalf("job=%v changed=%v err=%v; want the stopped job unchanged", job, changed, err)
+		}
+	})
+	t.Run("a stopped job starts with the new members", func(t *testing.T) {
+		stopped, _, _ := Desired(p, current, tmpl, nil, testInstallation)
+		job, changed, err := Desired(p, stopped, tmpl, []*pool.Member{member("m-c", pool.PhaseRunning, 3, 3)}, testInstallation)
+		if err != nil || !changed || isStopped(job) {
+			t.Fatalf("changed=%v err=%v stopped=%v", changed, err, isStopped(job))
+		}
+		if got := groupNames(job); !slices.Equal(got, []string{"m-c"}) {
+			t.Fatalf("groups %v, want only the new member", got)
+		}
+	})
+	t.Run("no job and nothing to run", func(t *testing.T) {
+		job, changed, err := Desired(p, nil, tmpl, nil, testInstallation)
+		if err != nil || changed || job != nil {
 			t.Fatalf("job=%v changed=%v err=%v", job, changed, err)
 		}
 	})
@@ -180,7 +221,7 @@ func TestDesired_KeepsExistingGroupsAndOnlyChangesCountAndTags(t *testing.T) {
 
 func TestDesired_RefusesForeignJobs(t *testing.T) {
 	foreign := testTemplate()
-	_, _, err := Desired(testPool(), foreign, testTemplate(), nil)
+	_, _, err := Desired(testPool(), foreign, testTemplate(), nil, testInstallation)
 	if !errors.Is(err, ErrNotOwned) {
 		t.Fatalf("err = %v, want ErrNotOwned", err)
 	}

@@ -184,6 +184,21 @@ func (s *Store) ListPools(ctx context.Context, waitIndex uint64, wait time.Durat
 	return pools, meta.LastIndex, nil
 }
 
+// PoolIDs returns the id of every pool record, read consistently: also
+// records ListPools skips because they do not decode. The garbage
+// collector purges only jobs whose pool is missing here.
+func (s *Store) PoolIDs(ctx context.Context) ([]string, error) {
+	keys, _, err := s.kv.Keys(s.PoolsPrefix(), "", (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("list pool ids: %w", err)
+	}
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		ids = append(ids, strings.TrimPrefix(k, s.PoolsPrefix()))
+	}
+	return ids, nil
+}
+
 // UpdatePool writes p if nobody wrote it since p was read (p.ModifyIndex),
 // advancing its generation. On success p carries the new generation and
 // index; on a lost race it returns ErrConflict and p is unchanged.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -304,6 +305,11 @@ func TestStore_ListPoolsSkipsARecordThatDoesNotDecode(t *testing.T) {
 	}
 	if s.Skipped() != 1 {
 		t.Fatalf("skipped %d, want the bad record counted", s.Skipped())
+	}
+	// The garbage collector must not take the bad record's pool for gone.
+	ids, err := s.PoolIDs(ctx)
+	if err != nil || !slices.Equal(ids, []string{"p-bad", "p-good"}) {
+		t.Fatalf("PoolIDs = %v, %v; want both records, decodable or not", ids, err)
 	}
 }
 
