@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,12 @@ type Process struct {
 	exited  chan struct{}
 }
 
+// processMarker is the environment variable that marks a test's process
+// and everything it starts.
+const processMarker = "TIDEPOOL_TEST_PROCESS"
+
+var processes atomic.Int64
+
 // StartProcess runs bin with args and env added to this process's
 // environment. It is killed at cleanup, and by the kernel if the test binary
 // dies.
@@ -35,7 +42,10 @@ func StartProcess(t testing.TB, name, bin string, env []string, args ...string) 
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	// Every process the binary starts inherits the marker, so cleanup can
+	// find the ones that would outlive it (nomad-autoscaler's plugins).
+	marker := fmt.Sprintf("%d-%d", os.Getpid(), processes.Add(1))
+	cmd.Env = append(append(os.Environ(), env...), processMarker+"="+marker)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -45,6 +55,9 @@ func StartProcess(t testing.TB, name, bin string, env []string, args ...string) 
 	go func() { _ = cmd.Wait(); _ = f.Close(); close(p.exited) }()
 	t.Cleanup(func() {
 		p.Kill()
+		for _, pid := range PIDsWithEnv(processMarker, marker) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			t.Logf("--- %s log ---\n%s", name, lastLines(b, 150))
