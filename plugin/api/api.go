@@ -86,6 +86,8 @@ type Server struct {
 	Log     hclog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	tokens *tokenGuard
 }
 
 // Handler returns the HTTP handler of every route.
@@ -96,6 +98,7 @@ func (s *Server) Handler() http.Handler {
 	if s.Log == nil {
 		s.Log = hclog.NewNullLogger()
 	}
+	s.tokens = newTokenGuard(s.Now)
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(gin.Recovery())

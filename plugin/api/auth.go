@@ -51,10 +51,11 @@ func newSecret() (secret, accessor string) {
 }
 
 // authenticate resolves the bearer token; 401 when it is missing or
-// unknown, 503 when Consul cannot say within pool.TokenLookupTimeout. The
-// record is read on every request, uncached: a revoked token stops
-// working at once, and while Consul is unreachable no route could serve
-// the request anyway. The secret is never logged.
+// unknown, 503 when Consul cannot say within pool.TokenLookupTimeout or
+// too many unknown tokens are being tried (tokenGuard). The record is read
+// on every request, uncached: a revoked token stops working at once, and
+// while Consul is unreachable no route could serve the request anyway.
+// The secret is never logged.
 func (s *Server) authenticate(c *gin.Context) {
 	if cl, ok := c.Request.Context().Value(identityKey{}).(*caller); ok {
 		c.Set(callerKey, cl)
@@ -68,11 +69,21 @@ func (s *Server) authenticate(c *gin.Context) {
 		return
 	}
 	hash := pool.HashToken(secret)
+	switch refused, busy := s.tokens.check(hash); {
+	case refused:
+		abort(c, http.StatusUnauthorized, "invalid token")
+		return
+	case busy:
+		c.Header("Retry-After", "1")
+		abort(c, http.StatusServiceUnavailable, "too many unknown tokens to check right now; retry in a second")
+		return
+	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), pool.TokenLookupTimeout)
 	t, err := s.Store.GetToken(ctx, hash)
 	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		s.tokens.refuse(hash)
 		abort(c, http.StatusUnauthorized, "invalid token")
 		return
 	case err != nil:
@@ -89,6 +100,7 @@ func (s *Server) authenticate(c *gin.Context) {
 		abort(c, http.StatusUnauthorized, "token expired at "+t.ExpiresAt.UTC().Format(time.RFC3339))
 		return
 	}
+	s.tokens.accept(hash)
 	c.Set(callerKey, &caller{User: t.User, Permissions: t.Permissions, AccessorID: t.AccessorID})
 	c.Next()
 }
