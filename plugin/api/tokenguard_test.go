@@ -16,7 +16,7 @@ import (
 // tokenReads is a recording fake of the store's token records: it knows
 // the tokens in it and counts every read.
 type tokenReads struct {
-	Store // only GetToken is used
+	Store  // only GetToken is used
 	tokens map[string]*store.Token
 	reads  atomic.Int64
 }
