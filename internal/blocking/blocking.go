@@ -47,7 +47,7 @@ func (l Loop) Run(ctx context.Context, q Query) {
 	}
 	sleep := l.sleep
 	if sleep == nil {
-		sleep = pause
+		sleep = Sleep
 	}
 	var index uint64
 	failures := 0
@@ -93,7 +93,8 @@ func Backoff(n int, lo, hi time.Duration) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d)/5+1))
 }
 
-func pause(ctx context.Context, d time.Duration) {
+// Sleep waits for d or until ctx is done, whichever comes first.
+func Sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

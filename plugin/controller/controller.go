@@ -398,12 +398,3 @@ func (c *Controller) template(p *pool.Pool) *api.Job {
 	c.mu.Unlock()
 	return job
 }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}

@@ -37,7 +37,7 @@ func NomadEvents(stream EventStream, retry time.Duration, log hclog.Logger) Sour
 			ch, err := stream.Stream(ctx, topics, 0, (&api.QueryOptions{}).WithContext(ctx))
 			if err != nil {
 				log.Warn("subscribe", "error", err)
-				sleep(ctx, retry)
+				blocking.Sleep(ctx, retry)
 				continue
 			}
 			for events := range ch {
@@ -55,7 +55,7 @@ func NomadEvents(stream EventStream, retry time.Duration, log hclog.Logger) Sour
 					}
 				}
 			}
-			sleep(ctx, retry)
+			blocking.Sleep(ctx, retry)
 		}
 	}
 }
