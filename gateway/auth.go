@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -108,16 +109,12 @@ func (a tokenAnswer) result(now time.Time) (*caller, error) {
 
 func newTokenCache(kv tokenKV, layout pool.KV, cfg tokenCacheConfig, now func() time.Time) *tokenCache {
 	def := defaultTokenCacheConfig()
-	for _, f := range []struct{ v, d *time.Duration }{{&cfg.TTL, &def.TTL}, {&cfg.LookupTimeout, &def.LookupTimeout}, {&cfg.StaleWait, &def.StaleWait}} {
-		if *f.v <= 0 {
-			*f.v = *f.d
-		}
-	}
-	for _, f := range []struct{ v, d *int }{{&cfg.LookupRate, &def.LookupRate}, {&cfg.MaxValid, &def.MaxValid}, {&cfg.MaxInvalid, &def.MaxInvalid}} {
-		if *f.v <= 0 {
-			*f.v = *f.d
-		}
-	}
+	cfg.TTL = cmp.Or(cfg.TTL, def.TTL)
+	cfg.LookupTimeout = cmp.Or(cfg.LookupTimeout, def.LookupTimeout)
+	cfg.StaleWait = cmp.Or(cfg.StaleWait, def.StaleWait)
+	cfg.LookupRate = cmp.Or(cfg.LookupRate, def.LookupRate)
+	cfg.MaxValid = cmp.Or(cfg.MaxValid, def.MaxValid)
+	cfg.MaxInvalid = cmp.Or(cfg.MaxInvalid, def.MaxInvalid)
 	valid, _ := lru.New[string, tokenAnswer](cfg.MaxValid) // errs only on a size ≤ 0
 	invalid, _ := lru.New[string, time.Time](cfg.MaxInvalid)
 	return &tokenCache{

@@ -124,19 +124,24 @@ func (g *Gateway) call(ctx context.Context, cl *caller, req *jsonrpc.Request, bu
 		}
 		return routes
 	}
-	if len(resolve(g.watcher.Table())) == 0 {
-		g.metrics.rpcCalls.WithLabelValues("(unknown)", "not_found").Inc()
-		return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeMethodNotFound, "method not found: "+req.Method))
-	}
-	body, _ := json.Marshal(req)
+	var body []byte
 	var tried []*routing.Backend
 	for {
 		lease, ok := routing.AcquireCurrent(g.watcher.Table, resolve, routing.LeastInFlight, routing.Method, tried)
 		if !ok {
+			// Told apart only on failure, so a call that finds a member
+			// looks its method up once.
+			if len(tried) == 0 && len(resolve(g.watcher.Table())) == 0 {
+				g.metrics.rpcCalls.WithLabelValues("(unknown)", "not_found").Inc()
+				return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeMethodNotFound, "method not found: "+req.Method))
+			}
 			g.metrics.rpcCalls.WithLabelValues(req.Method, "unavailable").Inc()
 			return reply(jsonrpc.NewError(req.ID, jsonrpc.CodeUnavailable, "no member serving "+req.Method+" is available (all draining, starting or at capacity)"))
 		}
 		tried = append(tried, lease.Backend)
+		if body == nil {
+			body, _ = json.Marshal(req)
+		}
 		resp, err := func() (*jsonrpc.Response, error) {
 			defer lease.Release()
 			return g.forward(ctx, lease.Route, lease.Backend, cl, body, budget)
