@@ -30,8 +30,7 @@ func TestLeaderPausedPastItsSession_WritesNothingOnResume(t *testing.T) {
 
 	// Hold a's next pass on Nomad: it reads the records, then waits for
 	// the job. The pool now wants a third member.
-	resumeNomad := e.c.PauseNomad()
-	t.Cleanup(resumeNomad)
+	resumeNomad := e.c.PauseNomad(t)
 	e.modify(p.ID, func(p *pool.Pool) { p.Spec.DesiredCount = 3 })
 	time.Sleep(2 * time.Second)
 	resumeA := a.Pause(t)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tidepool-run/tidepool/internal/devcluster"
 )
 
 // Process is a binary a test runs, with its output in a log file that is
@@ -95,6 +97,9 @@ func (p *Process) Pause(t testing.TB) (resume func()) {
 	}
 	resume = func() { _ = p.Cmd.Process.Signal(syscall.SIGCONT) }
 	t.Cleanup(resume)
+	if err := devcluster.WaitStopped(p.Cmd.Process.Pid, 5*time.Second); err != nil {
+		t.Fatalf("pause %s: %v", p.Name, err)
+	}
 	return resume
 }
 

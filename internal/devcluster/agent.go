@@ -1,6 +1,7 @@
 package devcluster
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -65,6 +66,52 @@ func agentEnv() []string {
 		env = append(env, kv)
 	}
 	return env
+}
+
+// WaitStopped waits until every thread of process pid has stopped (after a
+// SIGSTOP, which the kernel delivers asynchronously), so a test that pauses
+// a process knows nothing of it runs any more. It gives up after within.
+func WaitStopped(pid int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		running, err := runningThreads(pid)
+		if err != nil {
+			return err
+		}
+		if running == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d: %d threads still running %s after SIGSTOP", pid, running, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runningThreads counts the threads of pid not in a stopped state.
+func runningThreads(pid int) (int, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, fmt.Errorf("list threads of %d: %w", pid, err)
+	}
+	running := 0
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name, which is in parentheses
+		// and may itself contain spaces or parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		if state := b[i+2]; state != 'T' && state != 't' {
+			running++
+		}
+	}
+	return running, nil
 }
 
 // signal sends sig to the agent's process; an agent that has exited is

@@ -241,14 +241,13 @@ func (c *Cluster) StopConsul() {
 	}
 }
 
-// PauseNomad stops the Nomad agent (the server of a multi-node cluster)
+// PauseNomad freezes the Nomad agent (the server of a multi-node cluster)
 // with SIGSTOP, so calls to it hang as they do when Nomad is overloaded or
-// cut off, and returns the function that resumes it; resuming is safe to
-// repeat. Tasks keep running.
-func (c *Cluster) PauseNomad() (resume func()) {
-	pid := c.nomad.cmd.Process.Pid
-	_ = syscall.Kill(pid, syscall.SIGSTOP)
-	return func() { _ = syscall.Kill(pid, syscall.SIGCONT) }
+// cut off; tasks keep running. Like PauseConsul it returns resume and
+// resumes the agent in t.Cleanup.
+func (c *Cluster) PauseNomad(t TB) (resume func()) {
+	t.Helper()
+	return pause(t, c.nomad)
 }
 
 // PauseConsul freezes the Consul agent with SIGSTOP, to test behaviour
@@ -261,21 +260,30 @@ func (c *Cluster) PauseNomad() (resume func()) {
 // next Start reaps it.)
 func (c *Cluster) PauseConsul(t TB) (resume func()) {
 	t.Helper()
-	if c.consul == nil {
-		t.Fatalf("pause consul: no Consul agent in this cluster")
+	return pause(t, c.consul)
+}
+
+// pause stops agent a and returns once every thread of it has stopped.
+func pause(t TB, a *agent) (resume func()) {
+	t.Helper()
+	if a == nil {
+		t.Fatalf("pause: no such agent in this cluster")
 	}
-	if err := c.consul.signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("pause consul: %v", err)
+	if err := a.signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause %s: %v", a.name, err)
 	}
 	var once sync.Once
 	resume = func() {
 		once.Do(func() {
-			if err := c.consul.signal(syscall.SIGCONT); err != nil {
-				t.Logf("resume consul: %v", err)
+			if err := a.signal(syscall.SIGCONT); err != nil {
+				t.Logf("resume %s: %v", a.name, err)
 			}
 		})
 	}
 	t.Cleanup(resume)
+	if err := WaitStopped(a.cmd.Process.Pid, 5*time.Second); err != nil {
+		t.Fatalf("pause %s: %v", a.name, err)
+	}
 	return resume
 }
 
